@@ -1,0 +1,133 @@
+"""The checkpoint format: the one module that writes and reads model files.
+
+A checkpoint is a directory holding `model.safetensors` (the weights; safetensors cannot run code on
+load) and `metadata.json` (format version, the network's config, the sha256 of the weights file and
+whatever the writer adds: training settings, metrics, data fingerprint). Loading verifies the format
+version and the digest, rebuilds the network from the stored config and loads the weights strictly.
+Every failure is a `CheckpointError` that says what is wrong with which file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from model.config import CVAEConfig
+from model.errors import CheckpointError
+from model.network import CVAE
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+
+M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A CVAE loaded from disk, with the metadata it was saved with."""
+
+    model: CVAE
+    metadata: dict[str, Any]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON and fsync it, so a later rename publishes complete content."""
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_module(directory: Path, module: nn.Module, config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write weights and metadata of any module into `directory`; returns the metadata written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(weights), metadata={"format_version": str(FORMAT_VERSION)})
+    with weights.open("rb") as handle:
+        os.fsync(handle.fileno())
+    metadata = {
+        **extra,
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "weights_sha256": sha256_file(weights),
+    }
+    write_json(directory / METADATA_FILE, metadata)
+    return metadata
+
+
+def save_checkpoint(directory: Path, model: CVAE, extra: dict[str, Any]) -> dict[str, Any]:
+    """Write a CVAE checkpoint; `extra` (JSON-serialisable) is merged into the metadata."""
+    return save_module(directory, model, model.config.to_dict(), extra)
+
+
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """The checkpoint's metadata, checked for presence, JSON validity and format version."""
+    path = directory / METADATA_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no {METADATA_FILE} in checkpoint {directory}")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict) or "config" not in metadata or "weights_sha256" not in metadata:
+        raise CheckpointError(f"{path} lacks the config or weights_sha256 field")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {metadata.get('format_version')!r}; this code reads {FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def load_module(
+    directory: Path,
+    build: Callable[[dict[str, Any]], M],
+    device: torch.device | str = "cpu",
+) -> tuple[M, dict[str, Any]]:
+    """Verify and load a checkpoint written by `save_module`; `build` makes the network from config."""
+    metadata = read_metadata(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"no {WEIGHTS_FILE} in checkpoint {directory}")
+    actual = sha256_file(weights)
+    if actual != metadata["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights} is corrupt or truncated: sha256 {actual[:12]}... does not match the metadata"
+        )
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
+    module = build(metadata["config"])
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights} does not fit the stored config: {exc}") from exc
+    module.to(device).eval()
+    return module, metadata
+
+
+def load_checkpoint(directory: Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a CVAE checkpoint onto `device`, in eval mode."""
+    model, metadata = load_module(directory, lambda cfg: CVAE(CVAEConfig.from_dict(cfg)), device)
+    return Checkpoint(model=model, metadata=metadata)

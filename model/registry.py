@@ -1,0 +1,163 @@
+"""The registry of model versions: a directory of immutable, monotonically named versions.
+
+Layout::
+
+    <root>/v0001/            model.safetensors, metadata.json, samples.png, training.png, ...
+    <root>/v0002/
+    <root>/active            text file naming the active version, replaced atomically
+    <root>/.staging-<id>/    a version being written; never listed, renamed into place when complete
+
+A version becomes visible only by a directory rename after all its files are written and fsynced,
+and `active` changes only by writing a temporary file and renaming it over the old one, so a writer
+killed at any point leaves the registry as it was (plus, at worst, a hidden staging directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.checkpoint import Checkpoint, load_checkpoint, read_metadata
+from model.errors import CheckpointError, RegistryError, VersionNotFoundError
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+ACTIVE_FILE = "active"
+STAGING_PREFIX = ".staging-"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as listed: its name, directory and metadata (None if unreadable)."""
+
+    name: str
+    path: Path
+    metadata: dict[str, Any] | None
+    error: str | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Registry:
+    """Versions under one root directory."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # -- reading -----------------------------------------------------------------------------
+    def version_names(self) -> list[str]:
+        """Names of the complete versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+        return sorted(names, key=lambda n: int(n[1:]))
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version with its metadata; an unreadable one is listed with its error."""
+        infos = []
+        for name in self.version_names():
+            path = self.root / name
+            try:
+                infos.append(VersionInfo(name, path, read_metadata(path)))
+            except CheckpointError as exc:
+                infos.append(VersionInfo(name, path, None, str(exc)))
+        return infos
+
+    def active_version(self) -> str | None:
+        """The active version's name, or None when nothing was promoted yet."""
+        try:
+            name = (self.root / ACTIVE_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if not VERSION_PATTERN.match(name) or not (self.root / name).is_dir():
+            raise RegistryError(f"the active pointer names {name!r}, which is not a version here")
+        return name
+
+    def resolve(self, version: str | None = None) -> str:
+        """The given version's name after checking it exists, or the active one when None."""
+        if version is None:
+            active = self.active_version()
+            if active is None:
+                raise RegistryError(f"no active version in registry {self.root}; train one first")
+            return active
+        if not VERSION_PATTERN.match(version) or not (self.root / version).is_dir():
+            raise VersionNotFoundError(f"unknown model version {version!r}")
+        return version
+
+    def path(self, version: str | None = None) -> Path:
+        """Directory of a version (the active one when None)."""
+        return self.root / self.resolve(version)
+
+    def load(self, version: str | None = None, device: torch.device | str = "cpu") -> Checkpoint:
+        """Load a version (the active one when None) onto a device."""
+        return load_checkpoint(self.root / self.resolve(version), device)
+
+    # -- writing -----------------------------------------------------------------------------
+    def promote(self, version: str) -> None:
+        """Make `version` the active one, atomically."""
+        name = self.resolve(version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{ACTIVE_FILE}-{uuid.uuid4().hex}"
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.root / ACTIVE_FILE)
+        _fsync_dir(self.root)
+
+    def next_version_name(self) -> str:
+        """The name the next published version would get."""
+        names = self.version_names()
+        number = int(names[-1][1:]) + 1 if names else 1
+        return f"v{number:04d}"
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A hidden directory to write a new version into; removed if the block fails."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        path.mkdir()
+        try:
+            yield path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def publish(self, staging: Path) -> str:
+        """Rename a complete staging directory to the next version name; returns that name."""
+        for _ in range(100):
+            name = self.next_version_name()
+            try:
+                os.rename(staging, self.root / name)
+            except OSError:  # another writer took this name first (target exists and is not empty)
+                continue
+            _fsync_dir(self.root)
+            return name
+        raise RegistryError(f"could not publish {staging} after 100 attempts")
+
+    def clean_staging(self, older_than_s: float = 3600.0) -> list[Path]:
+        """Remove staging directories left by killed writers; returns what was removed."""
+        removed = []
+        now = time.time()
+        if not self.root.is_dir():
+            return removed
+        for path in self.root.glob(f"{STAGING_PREFIX}*"):
+            if now - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed

@@ -1,0 +1,19 @@
+"""Builders shared by the tests: small trained models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.config import JobConfig
+from training.job import JobResult, run
+
+
+def train_tiny(registry: Path, **overrides: Any) -> JobResult:
+    """A few-second training run of the tiny preset into `registry` (promoted)."""
+    settings: dict[str, Any] = dict(
+        registry=registry, preset="tiny", epochs=4, kl_warmup_epochs=0, max_examples=3000,
+        evaluate=False, progress=False, patience=100,
+    )
+    settings.update(overrides)
+    return run(JobConfig(**settings))

@@ -1,0 +1,119 @@
+"""The registry: monotonic immutable versions, atomic publish and promote, survival of killed writers."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import save_checkpoint
+from model.config import preset
+from model.errors import CheckpointError, RegistryError, VersionNotFoundError
+from model.network import CVAE
+from model.registry import Registry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_version(registry: Registry, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    with registry.staging() as staging:
+        save_checkpoint(staging, CVAE(preset("tiny")), {"seed": seed})
+        return registry.publish(staging)
+
+
+def test_versions_are_monotonic_and_listed_with_metadata(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    assert registry.version_names() == [] and registry.active_version() is None
+    names = [_write_version(registry, seed) for seed in range(3)]
+    assert names == ["v0001", "v0002", "v0003"]
+    infos = registry.versions()
+    assert [i.name for i in infos] == names
+    assert [i.metadata["seed"] for i in infos] == [0, 1, 2]
+
+
+def test_promote_resolve_and_load(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    first, second = _write_version(registry, 0), _write_version(registry, 1)
+    with pytest.raises(RegistryError, match="no active version"):
+        registry.resolve()
+    registry.promote(second)
+    assert registry.active_version() == second == registry.resolve()
+    assert registry.load().metadata["seed"] == 1
+    assert registry.load(first).metadata["seed"] == 0
+    with pytest.raises(VersionNotFoundError):
+        registry.load("v9999")
+    with pytest.raises(VersionNotFoundError):
+        registry.promote("../etc")
+    assert registry.active_version() == second
+
+
+def test_failed_staging_leaves_nothing_visible(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    with pytest.raises(RuntimeError), registry.staging() as staging:
+        (staging / "partial").write_text("half")
+        raise RuntimeError("crash while writing")
+    assert registry.version_names() == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_version_is_listed_with_its_error_and_refused_on_load(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    name = _write_version(registry)
+    (tmp_path / name / "model.safetensors").write_bytes(b"garbage")
+    assert registry.versions()[0].metadata is not None
+    with pytest.raises(CheckpointError):
+        registry.load(name)
+    (tmp_path / name / "metadata.json").write_text("{")
+    assert registry.versions()[0].error is not None
+
+
+def test_a_dangling_active_pointer_is_a_registry_error(tmp_path: Path) -> None:
+    (tmp_path / "active").write_text("v0042\n")
+    with pytest.raises(RegistryError, match="not a version"):
+        Registry(tmp_path).active_version()
+
+
+def test_clean_staging_removes_only_old_leftovers(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    old, new = tmp_path / ".staging-old", tmp_path / ".staging-new"
+    old.mkdir(), new.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert registry.clean_staging(older_than_s=3600) == [old]
+    assert new.exists() and not old.exists()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from training.config import JobConfig
+    from training.job import run
+    run(JobConfig(registry=sys.argv[1], preset="tiny", epochs=30, kl_warmup_epochs=0,
+                  max_examples=2000, evaluate=False, progress=False, patience=100))
+    """
+)
+
+
+def test_training_killed_at_random_points_never_corrupts_the_registry(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    baseline = _write_version(registry)
+    registry.promote(baseline)
+    rng = random.Random(1234)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(4):
+        process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], env=env, cwd=REPO)
+        time.sleep(rng.uniform(0.5, 6.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        # The pointer names a complete version: the baseline, or a run that finished before the kill.
+        active = registry.active_version()
+        assert active in registry.version_names()
+        for name in registry.version_names():  # every visible version is complete and loadable
+            registry.load(name)
+    assert registry.load(baseline).metadata["seed"] == 0

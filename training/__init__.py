@@ -1,0 +1,1 @@
+"""Training job: data sources, the training loop, evaluation and the CLI that writes versions."""

@@ -1,0 +1,69 @@
+"""The training job's settings: one frozen dataclass, filled from flags, a config file or defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REGISTRY = "./registry"
+
+
+def default_registry() -> Path:
+    """The registry path shared with the service: $CVAE_REGISTRY, else ./registry."""
+    return Path(os.environ.get("CVAE_REGISTRY", DEFAULT_REGISTRY))
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything one training run needs; recorded in the version's metadata."""
+
+    registry: Path = field(default_factory=default_registry)
+    data: str = "bundled"
+    preset: str = "default"
+    latent_dim: int | None = None
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    val_fraction: float = 0.1
+    beta: float = 1.0
+    kl_warmup_epochs: int = 5
+    # Weight of the adversarial term that removes class information from z (0 = off): a small
+    # classifier learns to read y from z while the encoder, through gradient reversal, learns to
+    # make that impossible, so z carries style only.
+    adversary_weight: float = 0.0
+    patience: int = 10
+    max_examples: int | None = None
+    evaluate: bool = True
+    eval_samples_per_class: int = 200
+    iw_samples: int = 100
+    classifier_epochs: int = 6
+    default_temperature: float = 1.0
+    promote: bool = True
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["registry"] = str(self.registry)
+        return data
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON or TOML file of JobConfig fields (keys with '-' or '_')."""
+    text = path.read_text(encoding="utf-8")
+    raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a table/object of settings")
+    known = {f.name for f in fields(JobConfig)}
+    values = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+    if "registry" in values:
+        values["registry"] = Path(values["registry"])
+    return values

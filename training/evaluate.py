@@ -1,0 +1,110 @@
+"""Evaluation of a trained CVAE: ELBO terms, importance-weighted NLL, and what a digit classifier
+reads in its samples (conditional accuracy) and in cross-style renderings (style, not class, in z)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from model.classifier import DigitClassifier
+from model.config import NUM_CLASSES
+from model.loss import elbo_terms, importance_weighted_nll
+from model.network import CVAE
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global RNGs for a block and restore their state afterwards, so evaluating between
+    epochs does not change the training run's random stream."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _in_chunks(fn, *tensors: torch.Tensor, size: int = 1000) -> torch.Tensor:
+    return torch.cat([fn(*parts) for parts in zip(*(t.split(size) for t in tensors), strict=True)])
+
+
+@torch.no_grad()
+def elbo_metrics(model: CVAE, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, float]:
+    """Mean -ELBO with z ~ q (not z = mu) and its two terms, in nats per example."""
+    model.eval()
+    with seeded(seed, x.device):
+        terms = [elbo_terms(model, a, b, sample=True) for a, b in zip(x.split(1000), y.split(1000), strict=True)]
+    recon = torch.cat([t.recon for t in terms])
+    kl = torch.cat([t.kl for t in terms])
+    return {"neg_elbo": float((recon + kl).mean()), "recon": float(recon.mean()), "kl": float(kl.mean())}
+
+
+@torch.no_grad()
+def iw_nll(model: CVAE, x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> float:
+    """Mean importance-weighted estimate of -log p(x|y) with k samples."""
+    model.eval()
+    with seeded(seed, x.device):
+        return float(_in_chunks(lambda a, b: importance_weighted_nll(model, a, b, k=k), x, y, size=100).mean())
+
+
+@torch.no_grad()
+def _read_as(classifier: DigitClassifier, images: torch.Tensor) -> torch.Tensor:
+    classifier.eval()
+    return _in_chunks(lambda chunk: classifier(chunk).argmax(1), images, size=2000)
+
+
+def _per_class(correct: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    return [float(correct[labels == k].float().mean()) for k in range(NUM_CLASSES)]
+
+
+@torch.no_grad()
+def conditional_accuracy(
+    model: CVAE, classifier: DigitClassifier, *, per_class: int, temperature: float, seed: int
+) -> dict[str, object]:
+    """Share of samples z = temperature * eps that the classifier reads as the requested digit."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(per_class).to(device)
+    eps = torch.randn(len(labels), model.config.latent_dim, generator=generator).to(device)
+    correct = _read_as(classifier, model.decode(temperature * eps, labels)) == labels
+    return {"overall": float(correct.float().mean()), "per_class": _per_class(correct, labels),
+            "temperature": temperature, "samples_per_class": per_class}
+
+
+@torch.no_grad()
+def cross_style_accuracy(
+    model: CVAE, classifier: DigitClassifier, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, object]:
+    """Encode each image (z = mu), render every other digit with that z, and count how often the
+    classifier reads the requested digit: high only when z carries style and not class."""
+    model.eval()
+    mu, _ = model.encode(x, y)
+    hits, totals = torch.zeros(NUM_CLASSES), torch.zeros(NUM_CLASSES)
+    for digit in range(NUM_CLASSES):
+        others = y != digit
+        target = torch.full((int(others.sum()),), digit, device=x.device)
+        correct = _read_as(classifier, model.decode(mu[others], target)) == digit
+        hits[digit], totals[digit] = correct.sum().cpu(), len(correct)
+    return {"overall": float(hits.sum() / totals.sum()), "per_class": (hits / totals).tolist(),
+            "renderings": int(totals.sum())}
+
+
+def evaluate(
+    model: CVAE, classifier: DigitClassifier, x: torch.Tensor, y: torch.Tensor, *,
+    temperature: float, per_class: int, iw_samples: int, seed: int,
+) -> dict[str, object]:
+    """The judge-based figures and the IW NLL, on validation tensors x (N, 784), y (N,)."""
+    metrics: dict[str, object] = {}
+    if iw_samples > 0:
+        metrics["val_iw_nll"] = iw_nll(model, x, y, iw_samples, seed)
+        metrics["iw_samples"] = iw_samples
+    metrics["conditional_accuracy"] = conditional_accuracy(
+        model, classifier, per_class=per_class, temperature=temperature, seed=seed
+    )
+    if temperature != 1.0:
+        metrics["conditional_accuracy_t1"] = conditional_accuracy(
+            model, classifier, per_class=per_class, temperature=1.0, seed=seed
+        )
+    metrics["cross_style_accuracy"] = cross_style_accuracy(model, classifier, x, y)
+    return metrics

@@ -1,0 +1,134 @@
+"""The CVAE training loop: Adam on the (KL-weighted) negative ELBO, per-epoch validation, early
+stopping on the validation loss, and an optional adversary that keeps the class out of z."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from model.config import NUM_CLASSES
+from model.loss import terms_from
+from model.network import CVAE
+from training.evaluate import elbo_metrics
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings of one run."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    adversary_weight: float = 0.0
+    patience: int = 10
+    seed: int = 0
+
+    def kl_weight(self, epoch: int) -> float:
+        """Linear KL warm-up from beta/warmup to beta over the first epochs (epoch counts from 0)."""
+        if self.kl_warmup_epochs <= 0:
+            return self.beta
+        return self.beta * min(1.0, (epoch + 1) / self.kl_warmup_epochs)
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by -weight backward (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, weight: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.weight = weight
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return -ctx.weight * grad, None
+
+
+def make_adversary(latent_dim: int, width: int = 256) -> nn.Module:
+    """The class reader on z that the encoder learns to defeat."""
+    return nn.Sequential(
+        nn.Linear(latent_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(width, NUM_CLASSES),
+    )
+
+
+def _batch_loss(
+    model: CVAE, adversary: nn.Module | None, x: torch.Tensor, y: torch.Tensor, kl_weight: float,
+    adversary_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training loss and the per-example recon and KL terms of one batch."""
+    mu, log_var = model.encode(x, y)
+    z = model.reparameterize(mu, log_var)
+    terms = terms_from(model.decode_logits(z, y), x, mu, log_var)
+    loss = (terms.recon + kl_weight * terms.kl).mean()
+    if adversary is not None:
+        loss = loss + F.cross_entropy(adversary(_ReverseGradient.apply(z, adversary_weight)), y)
+    return loss, terms.recon.detach(), terms.kl.detach()
+
+
+def _train_epoch(
+    model: CVAE, adversary: nn.Module | None, optimizer: torch.optim.Optimizer,
+    x: torch.Tensor, y: torch.Tensor, recipe: Recipe, epoch: int, generator: torch.Generator,
+    bar: tqdm | None,
+) -> dict[str, float]:
+    model.train()
+    kl_weight = recipe.kl_weight(epoch)
+    sums = torch.zeros(2)
+    order = torch.randperm(len(x), generator=generator).to(x.device)
+    for batch in order.split(recipe.batch_size):
+        loss, recon, kl = _batch_loss(model, adversary, x[batch], y[batch], kl_weight, recipe.adversary_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += torch.stack([recon.sum(), kl.sum()]).cpu()
+        if bar is not None:
+            bar.set_postfix(loss=f"{float(recon.mean() + kl.mean()):.1f}", refresh=False)
+    recon_mean, kl_mean = (sums / len(x)).tolist()
+    return {"train_neg_elbo": recon_mean + kl_mean, "train_recon": recon_mean, "train_kl": kl_mean,
+            "kl_weight": kl_weight}
+
+
+def train(
+    model: CVAE, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+    recipe: Recipe, *, progress: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[list[dict[str, float]], int]:
+    """Train in place; leaves the model at its best validation epoch. Returns (history, best epoch)."""
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    adversary = None
+    params = list(model.parameters())
+    if recipe.adversary_weight > 0:
+        adversary = make_adversary(model.config.latent_dim).to(x.device)
+        params += list(adversary.parameters())
+    optimizer = torch.optim.Adam(params, lr=recipe.lr)
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+    bar = tqdm(range(recipe.epochs), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+    for epoch in bar:
+        row = {"epoch": epoch + 1, **_train_epoch(model, adversary, optimizer, x, y, recipe, epoch, generator, bar)}
+        row.update({f"val_{k}": v for k, v in elbo_metrics(model, x_val, y_val, seed=recipe.seed).items()})
+        row["elapsed_s"] = round(time.perf_counter() - started, 2)
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        bar.set_postfix(train=f"{row['train_neg_elbo']:.1f}", val=f"{row['val_neg_elbo']:.1f}")
+        # Only epochs at full KL weight compete: a warm-up epoch's ELBO is not comparable.
+        if row["kl_weight"] >= recipe.beta and row["val_neg_elbo"] < best_loss:
+            best_loss, best_epoch, best_state = row["val_neg_elbo"], epoch + 1, copy.deepcopy(model.state_dict())
+        elif epoch + 1 - max(best_epoch, recipe.kl_warmup_epochs) >= recipe.patience:
+            break
+    if best_epoch == 0:  # the run ended inside the warm-up: keep its last state
+        best_epoch = len(history)
+    else:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history, best_epoch
