@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -58,7 +59,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def save_module(directory: Path, module: nn.Module, config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def save_module(
+    directory: Path, module: nn.Module, config: dict[str, Any], extra: dict[str, Any]
+) -> dict[str, Any]:
     """Write weights and metadata of any module into `directory`; returns the metadata written."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE

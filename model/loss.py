@@ -34,9 +34,7 @@ def kl_to_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tens
     return -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp(), dim=1)
 
 
-def terms_from(
-    logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor
-) -> ElboTerms:
+def terms_from(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> ElboTerms:
     """ELBO terms from decoder logits and the posterior's parameters."""
     return ElboTerms(recon=recon_bce(logits, x), kl=kl_to_standard_normal(mu, log_var))
 
@@ -50,15 +48,11 @@ def elbo_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor, sample: bool = Tru
 
 def _log_normal(z: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag(exp(log_var))) summed over the last dimension."""
-    return -0.5 * torch.sum(
-        math.log(2 * math.pi) + log_var + (z - mu).pow(2) / log_var.exp(), dim=-1
-    )
+    return -0.5 * torch.sum(math.log(2 * math.pi) + log_var + (z - mu).pow(2) / log_var.exp(), dim=-1)
 
 
 @torch.no_grad()
-def importance_weighted_nll(
-    model: CVAE, x: torch.Tensor, y: torch.Tensor, k: int = 100
-) -> torch.Tensor:
+def importance_weighted_nll(model: CVAE, x: torch.Tensor, y: torch.Tensor, k: int = 100) -> torch.Tensor:
     """-log p(x|y) estimated with k importance samples from q (Burda et al. 2016): (B,) nats.
 
     log p(x|y) ~= logsumexp_i [log p(x|z_i,y) + log p(z_i) - log q(z_i|x,y)] - log k.

@@ -41,6 +41,41 @@ class _ConditionedMLP(nn.Module):
         return h
 
 
+class _ConvHead(nn.Module):
+    """(B, width) features -> (B, 784) logits: a linear map to (c0, 7, 7), two stride-2 transposed
+    convolutions to (1, 28, 28); the one-hot label adds a learned per-channel bias to each map."""
+
+    def __init__(self, width: int, cond_dim: int, channels: tuple[int, ...]):
+        super().__init__()
+        c0, c1 = channels
+        self.c0 = c0
+        self.fc = nn.Linear(width, c0 * 7 * 7)
+        self.up1 = nn.ConvTranspose2d(c0, c1, kernel_size=4, stride=2, padding=1)  # 7 -> 14
+        self.up2 = nn.ConvTranspose2d(c1, 1, kernel_size=4, stride=2, padding=1)  # 14 -> 28
+        self.cond0 = nn.Linear(cond_dim, c0, bias=False)
+        self.cond1 = nn.Linear(cond_dim, c1, bias=False)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        m = self.fc(h).view(-1, self.c0, 7, 7) + self.cond0(cond)[:, :, None, None]
+        m = F.relu(self.up1(F.relu(m)) + self.cond1(cond)[:, :, None, None])  # (B, c1, 14, 14)
+        return self.up2(m).flatten(1)  # (B, 784)
+
+
+class _ConvFeatures(nn.Module):
+    """(B, 784) image -> (B, c0 * 7 * 7) features: two stride-2 convolutions with ReLU."""
+
+    def __init__(self, channels: tuple[int, ...]):
+        super().__init__()
+        c0, c1 = channels
+        self.down1 = nn.Conv2d(1, c1, kernel_size=4, stride=2, padding=1)  # 28 -> 14
+        self.down2 = nn.Conv2d(c1, c0, kernel_size=4, stride=2, padding=1)  # 14 -> 7
+        self.out_dim = c0 * 7 * 7
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.down1(x.view(-1, 1, 28, 28)))  # (B, c1, 14, 14)
+        return F.relu(self.down2(h)).flatten(1)  # (B, c0 * 49)
+
+
 class CVAE(nn.Module):
     """Conditional VAE over 28x28 images in [0, 1] and digit labels 0-9."""
 
@@ -48,17 +83,21 @@ class CVAE(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = _ConditionedMLP(c.image_pixels, c.num_classes, c.encoder_hidden, False)
+        self.features: nn.Module = _ConvFeatures(c.conv_channels) if c.encoder == "conv" else nn.Identity()
+        feature_dim = self.features.out_dim if c.encoder == "conv" else c.image_pixels
+        self.encoder = _ConditionedMLP(feature_dim, c.num_classes, c.encoder_hidden, False)
         self.fc_mu = nn.Linear(self.encoder.out_dim, c.latent_dim)
         self.fc_log_var = nn.Linear(self.encoder.out_dim, c.latent_dim)
-        self.decoder = _ConditionedMLP(
-            c.latent_dim, c.num_classes, c.decoder_hidden, c.label_every_layer
-        )
-        self.fc_out = nn.Linear(self.decoder.out_dim, c.image_pixels)
+        self.decoder = _ConditionedMLP(c.latent_dim, c.num_classes, c.decoder_hidden, c.label_every_layer)
+        self.head: nn.Module
+        if c.decoder == "conv":
+            self.head = _ConvHead(self.decoder.out_dim, c.num_classes, c.conv_channels)
+        else:
+            self.head = nn.Linear(self.decoder.out_dim, c.image_pixels)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 784) in [0, 1], y (B,) labels -> mu, log_var, each (B, latent_dim)."""
-        h = self.encoder(x, one_hot(y, self.config.num_classes))
+        h = self.encoder(self.features(x), one_hot(y, self.config.num_classes))
         return self.fc_mu(h), self.fc_log_var(h)
 
     @staticmethod
@@ -68,16 +107,15 @@ class CVAE(nn.Module):
 
     def decode_logits(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """z (B, latent_dim), y (B,) -> Bernoulli logits (B, 784)."""
-        h = self.decoder(z, one_hot(y, self.config.num_classes))
-        return self.fc_out(h)
+        cond = one_hot(y, self.config.num_classes)
+        h = self.decoder(z, cond)
+        return self.head(h, cond) if isinstance(self.head, _ConvHead) else self.head(h)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Decoder mean: pixel probabilities (B, 784) in [0, 1]."""
         return torch.sigmoid(self.decode_logits(z, y))
 
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits of the reconstruction, mu, log_var; z is sampled in training and = mu in eval."""
         mu, log_var = self.encode(x, y)
         z = self.reparameterize(mu, log_var) if self.training else mu

@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.config import JobConfig
+from training.config import preset_job
 from training.job import JobResult, run
 
 
 def train_tiny(registry: Path, **overrides: Any) -> JobResult:
     """A few-second training run of the tiny preset into `registry` (promoted)."""
     settings: dict[str, Any] = dict(
-        registry=registry, preset="tiny", epochs=4, kl_warmup_epochs=0, max_examples=3000,
-        evaluate=False, progress=False, patience=100,
+        registry=registry,
+        epochs=4,
+        max_examples=3000,
+        evaluate=False,
+        progress=False,
+        patience=100,
     )
     settings.update(overrides)
-    return run(JobConfig(**settings))
+    return run(preset_job("tiny", **settings))

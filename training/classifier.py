@@ -80,8 +80,13 @@ def load_or_train_classifier(
         staging,
         classifier,
         classifier.config.to_dict(),
-        {"kind": "digit-classifier", "val_accuracy": val_accuracy, "epochs": epochs,
-         "train_seconds": round(time.perf_counter() - started, 2), "key": key},
+        {
+            "kind": "digit-classifier",
+            "val_accuracy": val_accuracy,
+            "epochs": epochs,
+            "train_seconds": round(time.perf_counter() - started, 2),
+            "key": key,
+        },
     )
     shutil.rmtree(directory, ignore_errors=True)  # an unreadable earlier copy
     os.rename(staging, directory)

@@ -37,6 +37,9 @@ class JobConfig:
     # classifier learns to read y from z while the encoder, through gradient reversal, learns to
     # make that impossible, so z carries style only.
     adversary_weight: float = 0.0
+    # Share of each batch shown as a slightly rotated/scaled/shifted copy (training/augment.py).
+    augment: float = 0.0
+    cosine_lr: bool = False
     patience: int = 10
     max_examples: int | None = None
     evaluate: bool = True
@@ -51,6 +54,29 @@ class JobConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["registry"] = str(self.registry)
         return data
+
+
+# Recipe settings that differ from JobConfig's defaults (which are the default preset's recipe).
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The reference design trained the straightforward way: plain ELBO, constant learning rate.
+    "reference": dict(
+        epochs=20,
+        kl_warmup_epochs=0,
+        adversary_weight=0.0,
+        augment=0.0,
+        cosine_lr=False,
+        default_temperature=1.0,
+    ),
+    "tiny": dict(epochs=5, kl_warmup_epochs=0, adversary_weight=0.0, augment=0.0, cosine_lr=False),
+}
+
+
+def preset_job(preset: str = "default", **overrides: Any) -> JobConfig:
+    """A JobConfig with the preset's recipe, then `overrides` on top."""
+    if preset not in PRESET_RECIPES:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESET_RECIPES)}")
+    return JobConfig(**{**PRESET_RECIPES[preset], "preset": preset, **overrides})
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -135,7 +135,8 @@ def download_mnist(cache: Path = DOWNLOAD_CACHE, timeout_s: float = 10.0) -> Pat
             errors.append(f"{mirror}: sha256 mismatch")
         else:
             raise DataError(
-                f"could not download {name} (no network?): " + "; ".join(errors)
+                f"could not download {name} (no network?): "
+                + "; ".join(errors)
                 + ". Use --data bundled, or a directory holding the MNIST IDX files."
             )
     return cache

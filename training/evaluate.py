@@ -33,7 +33,9 @@ def elbo_metrics(model: CVAE, x: torch.Tensor, y: torch.Tensor, seed: int) -> di
     """Mean -ELBO with z ~ q (not z = mu) and its two terms, in nats per example."""
     model.eval()
     with seeded(seed, x.device):
-        terms = [elbo_terms(model, a, b, sample=True) for a, b in zip(x.split(1000), y.split(1000), strict=True)]
+        terms = [
+            elbo_terms(model, a, b, sample=True) for a, b in zip(x.split(1000), y.split(1000), strict=True)
+        ]
     recon = torch.cat([t.recon for t in terms])
     kl = torch.cat([t.kl for t in terms])
     return {"neg_elbo": float((recon + kl).mean()), "recon": float(recon.mean()), "kl": float(kl.mean())}
@@ -44,7 +46,9 @@ def iw_nll(model: CVAE, x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> 
     """Mean importance-weighted estimate of -log p(x|y) with k samples."""
     model.eval()
     with seeded(seed, x.device):
-        return float(_in_chunks(lambda a, b: importance_weighted_nll(model, a, b, k=k), x, y, size=100).mean())
+        return float(
+            _in_chunks(lambda a, b: importance_weighted_nll(model, a, b, k=k), x, y, size=100).mean()
+        )
 
 
 @torch.no_grad()
@@ -68,8 +72,12 @@ def conditional_accuracy(
     labels = torch.arange(NUM_CLASSES).repeat_interleave(per_class).to(device)
     eps = torch.randn(len(labels), model.config.latent_dim, generator=generator).to(device)
     correct = _read_as(classifier, model.decode(temperature * eps, labels)) == labels
-    return {"overall": float(correct.float().mean()), "per_class": _per_class(correct, labels),
-            "temperature": temperature, "samples_per_class": per_class}
+    return {
+        "overall": float(correct.float().mean()),
+        "per_class": _per_class(correct, labels),
+        "temperature": temperature,
+        "samples_per_class": per_class,
+    }
 
 
 @torch.no_grad()
@@ -86,13 +94,23 @@ def cross_style_accuracy(
         target = torch.full((int(others.sum()),), digit, device=x.device)
         correct = _read_as(classifier, model.decode(mu[others], target)) == digit
         hits[digit], totals[digit] = correct.sum().cpu(), len(correct)
-    return {"overall": float(hits.sum() / totals.sum()), "per_class": (hits / totals).tolist(),
-            "renderings": int(totals.sum())}
+    return {
+        "overall": float(hits.sum() / totals.sum()),
+        "per_class": (hits / totals).tolist(),
+        "renderings": int(totals.sum()),
+    }
 
 
 def evaluate(
-    model: CVAE, classifier: DigitClassifier, x: torch.Tensor, y: torch.Tensor, *,
-    temperature: float, per_class: int, iw_samples: int, seed: int,
+    model: CVAE,
+    classifier: DigitClassifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    temperature: float,
+    per_class: int,
+    iw_samples: int,
+    seed: int,
 ) -> dict[str, object]:
     """The judge-based figures and the IW NLL, on validation tensors x (N, 784), y (N,)."""
     metrics: dict[str, object] = {}

@@ -79,15 +79,28 @@ def run(config: JobConfig) -> JobResult:
     net_config = preset(config.preset, latent_dim=config.latent_dim)
     model = CVAE(net_config).to(device)
     recipe = Recipe(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, beta=config.beta,
-        kl_warmup_epochs=config.kl_warmup_epochs, adversary_weight=config.adversary_weight,
-        patience=config.patience, seed=config.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        beta=config.beta,
+        kl_warmup_epochs=config.kl_warmup_epochs,
+        adversary_weight=config.adversary_weight,
+        augment=config.augment,
+        cosine_lr=config.cosine_lr,
+        patience=config.patience,
+        seed=config.seed,
     )
     with registry.staging() as staging:
         log_path = staging / "metrics.jsonl"
         with log_path.open("w", encoding="utf-8") as log:
             history, best_epoch = train(
-                model, x, y, x_val, y_val, recipe, progress=config.progress,
+                model,
+                x,
+                y,
+                x_val,
+                y_val,
+                recipe,
+                progress=config.progress,
                 on_epoch=lambda row: (log.write(json.dumps(row) + "\n"), log.flush()),
             )
         train_seconds = time.perf_counter() - started
@@ -98,11 +111,17 @@ def run(config: JobConfig) -> JobResult:
             metrics.update(_evaluate(config, registry, data, train_set, val_set, model, x_val, y_val, device))
         if test_set is not None:
             x_test, y_test = to_tensors(test_set, device)
-            metrics.update({f"test_{k}": v for k, v in elbo_metrics(model, x_test, y_test, config.seed).items()})
+            metrics.update(
+                {f"test_{k}": v for k, v in elbo_metrics(model, x_test, y_test, config.seed).items()}
+            )
         metrics["train_seconds"] = round(train_seconds, 2)
         metrics["total_seconds"] = round(time.perf_counter() - started, 2)
-        metadata = save_checkpoint(staging, model, _metadata(config, data, train_set, val_set, metrics, history))
-        save_samples_png(staging / "samples.png", model, temperature=config.default_temperature, seed=config.seed)
+        metadata = save_checkpoint(
+            staging, model, _metadata(config, data, train_set, val_set, metrics, history)
+        )
+        save_samples_png(
+            staging / "samples.png", model, temperature=config.default_temperature, seed=config.seed
+        )
         save_training_png(staging / "training.png", history)
         version = registry.publish(staging)
     if config.promote:
@@ -111,33 +130,59 @@ def run(config: JobConfig) -> JobResult:
 
 
 def _evaluate(
-    config: JobConfig, registry: Registry, data: Dataset, train_set: Dataset, val_set: Dataset,
-    model: CVAE, x_val: torch.Tensor, y_val: torch.Tensor, device: torch.device,
+    config: JobConfig,
+    registry: Registry,
+    data: Dataset,
+    train_set: Dataset,
+    val_set: Dataset,
+    model: CVAE,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    device: torch.device,
 ) -> dict[str, Any]:
     key = f"{data.fingerprint[:16]}-s{config.seed}-v{config.val_fraction}-n{len(train_set)}"
     classifier, judge = load_or_train_classifier(
-        registry.root, key, train_set, val_set, epochs=config.classifier_epochs, seed=config.seed, device=device
+        registry.root,
+        key,
+        train_set,
+        val_set,
+        epochs=config.classifier_epochs,
+        seed=config.seed,
+        device=device,
     )
     _log(config, f"classifier: validation accuracy {judge['val_accuracy']:.4f} ({key})")
     metrics = evaluate(
-        model, classifier, x_val, y_val, temperature=config.default_temperature,
-        per_class=config.eval_samples_per_class, iw_samples=config.iw_samples, seed=config.seed,
+        model,
+        classifier,
+        x_val,
+        y_val,
+        temperature=config.default_temperature,
+        per_class=config.eval_samples_per_class,
+        iw_samples=config.iw_samples,
+        seed=config.seed,
     )
     metrics["classifier"] = {"key": key, "val_accuracy": judge["val_accuracy"]}
     return metrics
 
 
 def _metadata(
-    config: JobConfig, data: Dataset, train_set: Dataset, val_set: Dataset,
-    metrics: dict[str, Any], history: list[dict[str, float]],
+    config: JobConfig,
+    data: Dataset,
+    train_set: Dataset,
+    val_set: Dataset,
+    metrics: dict[str, Any],
+    history: list[dict[str, float]],
 ) -> dict[str, Any]:
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "preset": config.preset,
         "training": {k: v for k, v in config.to_dict().items() if k not in ("registry", "progress")},
         "data": {
-            "source": config.data, "fingerprint": data.fingerprint, "examples": len(data),
-            "train_examples": len(train_set), "val_examples": len(val_set),
+            "source": config.data,
+            "fingerprint": data.fingerprint,
+            "examples": len(data),
+            "train_examples": len(train_set),
+            "val_examples": len(val_set),
             "split": {"seed": config.seed, "val_fraction": config.val_fraction},
         },
         "metrics": metrics,

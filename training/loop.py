@@ -16,6 +16,7 @@ from tqdm import tqdm
 from model.config import NUM_CLASSES
 from model.loss import terms_from
 from model.network import CVAE
+from training.augment import augment_batch
 from training.evaluate import elbo_metrics
 
 
@@ -29,6 +30,8 @@ class Recipe:
     beta: float = 1.0
     kl_warmup_epochs: int = 0
     adversary_weight: float = 0.0
+    augment: float = 0.0
+    cosine_lr: bool = False
     patience: int = 10
     seed: int = 0
 
@@ -55,13 +58,20 @@ class _ReverseGradient(torch.autograd.Function):
 def make_adversary(latent_dim: int, width: int = 256) -> nn.Module:
     """The class reader on z that the encoder learns to defeat."""
     return nn.Sequential(
-        nn.Linear(latent_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(latent_dim, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        nn.ReLU(),
         nn.Linear(width, NUM_CLASSES),
     )
 
 
 def _batch_loss(
-    model: CVAE, adversary: nn.Module | None, x: torch.Tensor, y: torch.Tensor, kl_weight: float,
+    model: CVAE,
+    adversary: nn.Module | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    kl_weight: float,
     adversary_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training loss and the per-example recon and KL terms of one batch."""
@@ -75,8 +85,14 @@ def _batch_loss(
 
 
 def _train_epoch(
-    model: CVAE, adversary: nn.Module | None, optimizer: torch.optim.Optimizer,
-    x: torch.Tensor, y: torch.Tensor, recipe: Recipe, epoch: int, generator: torch.Generator,
+    model: CVAE,
+    adversary: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    epoch: int,
+    generator: torch.Generator,
     bar: tqdm | None,
 ) -> dict[str, float]:
     model.train()
@@ -84,7 +100,8 @@ def _train_epoch(
     sums = torch.zeros(2)
     order = torch.randperm(len(x), generator=generator).to(x.device)
     for batch in order.split(recipe.batch_size):
-        loss, recon, kl = _batch_loss(model, adversary, x[batch], y[batch], kl_weight, recipe.adversary_weight)
+        inputs = augment_batch(x[batch], recipe.augment, generator)
+        loss, recon, kl = _batch_loss(model, adversary, inputs, y[batch], kl_weight, recipe.adversary_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -92,13 +109,24 @@ def _train_epoch(
         if bar is not None:
             bar.set_postfix(loss=f"{float(recon.mean() + kl.mean()):.1f}", refresh=False)
     recon_mean, kl_mean = (sums / len(x)).tolist()
-    return {"train_neg_elbo": recon_mean + kl_mean, "train_recon": recon_mean, "train_kl": kl_mean,
-            "kl_weight": kl_weight}
+    return {
+        "train_neg_elbo": recon_mean + kl_mean,
+        "train_recon": recon_mean,
+        "train_kl": kl_mean,
+        "kl_weight": kl_weight,
+    }
 
 
 def train(
-    model: CVAE, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-    recipe: Recipe, *, progress: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None,
+    model: CVAE,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    recipe: Recipe,
+    *,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Train in place; leaves the model at its best validation epoch. Returns (history, best epoch)."""
     torch.manual_seed(recipe.seed)
@@ -109,12 +137,22 @@ def train(
         adversary = make_adversary(model.config.latent_dim).to(x.device)
         params += list(adversary.parameters())
     optimizer = torch.optim.Adam(params, lr=recipe.lr)
+    # Cosine decay to 0 over the planned epochs: the last epochs take small steps and settle.
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs) if recipe.cosine_lr else None
+    )
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
     bar = tqdm(range(recipe.epochs), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
     for epoch in bar:
-        row = {"epoch": epoch + 1, **_train_epoch(model, adversary, optimizer, x, y, recipe, epoch, generator, bar)}
+        row = {
+            "epoch": epoch + 1,
+            **_train_epoch(model, adversary, optimizer, x, y, recipe, epoch, generator, bar),
+        }
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        if schedule is not None:
+            schedule.step()
         row.update({f"val_{k}": v for k, v in elbo_metrics(model, x_val, y_val, seed=recipe.seed).items()})
         row["elapsed_s"] = round(time.perf_counter() - started, 2)
         history.append(row)
@@ -123,7 +161,11 @@ def train(
         bar.set_postfix(train=f"{row['train_neg_elbo']:.1f}", val=f"{row['val_neg_elbo']:.1f}")
         # Only epochs at full KL weight compete: a warm-up epoch's ELBO is not comparable.
         if row["kl_weight"] >= recipe.beta and row["val_neg_elbo"] < best_loss:
-            best_loss, best_epoch, best_state = row["val_neg_elbo"], epoch + 1, copy.deepcopy(model.state_dict())
+            best_loss, best_epoch, best_state = (
+                row["val_neg_elbo"],
+                epoch + 1,
+                copy.deepcopy(model.state_dict()),
+            )
         elif epoch + 1 - max(best_epoch, recipe.kl_warmup_epochs) >= recipe.patience:
             break
     if best_epoch == 0:  # the run ended inside the warm-up: keep its last state

@@ -42,7 +42,9 @@ def save_training_png(path: Path, history: list[dict[str, float]]) -> None:
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, title in zip(
-        axes, ("neg_elbo", "recon", "kl"), ("-ELBO (nats)", "reconstruction BCE (nats)", "KL (nats)"),
+        axes,
+        ("neg_elbo", "recon", "kl"),
+        ("-ELBO (nats)", "reconstruction BCE (nats)", "KL (nats)"),
         strict=True,
     ):
         ax.plot(epochs, [row[f"train_{key}"] for row in history], label="train")

@@ -92,10 +92,10 @@ def test_clean_staging_removes_only_old_leftovers(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from training.config import JobConfig
+    from training.config import preset_job
     from training.job import run
-    run(JobConfig(registry=sys.argv[1], preset="tiny", epochs=30, kl_warmup_epochs=0,
-                  max_examples=2000, evaluate=False, progress=False, patience=100))
+    run(preset_job("tiny", registry=sys.argv[1], epochs=30, max_examples=2000, evaluate=False,
+                   progress=False, patience=100))
     """
 )
 

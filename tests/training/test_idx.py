@@ -56,8 +56,18 @@ def _write_set(directory: Path, prefix: str, images: np.ndarray, labels: np.ndar
 
 def test_directory_with_train_and_test_sets(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    _write_set(tmp_path, "train", rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), rng.integers(0, 10, 30, dtype=np.uint8))
-    _write_set(tmp_path, "t10k", rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 10, 7, dtype=np.uint8))
+    _write_set(
+        tmp_path,
+        "train",
+        rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 30, dtype=np.uint8),
+    )
+    _write_set(
+        tmp_path,
+        "t10k",
+        rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 7, dtype=np.uint8),
+    )
     train, test = load_idx_directory(tmp_path)
     assert len(train) == 30 and test is not None and len(test) == 7
 

@@ -39,8 +39,9 @@ def test_same_seed_same_weights_on_cpu(tmp_path: Path) -> None:
 
 
 def test_evaluation_writes_judge_based_figures(tmp_path: Path) -> None:
-    result = train_tiny(tmp_path, epochs=2, evaluate=True, classifier_epochs=1, eval_samples_per_class=20,
-                        iw_samples=5)
+    result = train_tiny(
+        tmp_path, epochs=2, evaluate=True, classifier_epochs=1, eval_samples_per_class=20, iw_samples=5
+    )
     metrics = result.metadata["metrics"]
     assert 0.5 < metrics["classifier"]["val_accuracy"] <= 1
     for key in ("conditional_accuracy", "cross_style_accuracy"):
@@ -49,8 +50,9 @@ def test_evaluation_writes_judge_based_figures(tmp_path: Path) -> None:
     # The judge is kept beside the versions and reused by the next run on the same split.
     judges = list((tmp_path / "classifier").iterdir())
     assert len(judges) == 1 and (judges[0] / "model.safetensors").is_file()
-    again = train_tiny(tmp_path, epochs=1, evaluate=True, classifier_epochs=1, eval_samples_per_class=20,
-                       iw_samples=5)
+    again = train_tiny(
+        tmp_path, epochs=1, evaluate=True, classifier_epochs=1, eval_samples_per_class=20, iw_samples=5
+    )
     assert again.metadata["metrics"]["classifier"] == metrics["classifier"]
 
 
@@ -63,8 +65,18 @@ def test_cli_trains_on_an_idx_directory_with_a_config_file(tmp_path: Path, capsy
     config = tmp_path / "train.toml"
     config.write_text('preset = "tiny"\nepochs = 1\nkl-warmup-epochs = 0\n')
     registry = tmp_path / "registry"
-    code = main(["--config", str(config), "--data", str(data_dir), "--registry", str(registry),
-                 "--no-eval", "--no-progress"])
+    code = main(
+        [
+            "--config",
+            str(config),
+            "--data",
+            str(data_dir),
+            "--registry",
+            str(registry),
+            "--no-eval",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "version v0001 written" in out and "validation -ELBO" in out

@@ -1,0 +1,59 @@
+"""POST /generate: handwriting of a number."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import FormatQuery, ServiceDep, VersionQuery
+from app.api.responses import b64, render_png, timing, timing_headers
+from app.schemas import GenerateRequest, GenerateResponse, error_responses
+
+router = APIRouter(tags=["inference"])
+
+PNG_OR_JSON = {
+    200: {
+        "description": "PNG of 28*len(text)*scale x 28*samples*scale pixels, or JSON with format=json",
+        # `model` puts the JSON schema in components (an inline model_json_schema() would carry `$defs`
+        # whose `#/$defs/...` references cannot be resolved inside the OpenAPI document).
+        "model": GenerateResponse,
+        "content": {"image/png": {}},
+        "headers": {
+            h: {"schema": {"type": "string"}} for h in ("X-Model-Version", "X-Seed", "X-Inference-Ms")
+        },
+    }
+}
+
+
+@router.post(
+    "/generate",
+    response_class=Response,
+    responses={**PNG_OR_JSON, **error_responses(400, 404, 408, 413, 422, 503)},
+    summary="Write a number in handwriting",
+)
+async def generate_digits(
+    body: GenerateRequest, service: ServiceDep, version: VersionQuery = None, format: FormatQuery = "png"
+) -> Response:
+    """One row per sample; without `style`, each row is one writer (one z) drawn from `seed`."""
+    started = time.perf_counter()
+    result = await service.inference.generate(
+        body.text, body.samples, body.seed, body.temperature, body.style, version
+    )
+    png = await render_png(result.image, scale=body.scale, invert=body.invert)
+    spent = timing(started, result.stats)
+    headers = {**timing_headers(result.version, spent["inference_ms"]), "X-Seed": str(result.seed)}
+    if format == "png":
+        return Response(png, media_type="image/png", headers=headers)
+    height, width = (side * body.scale for side in result.image.shape)
+    payload = GenerateResponse(
+        model_version=result.version,
+        seed=result.seed,
+        temperature=result.temperature,
+        width=width,
+        height=height,
+        image_png_base64=b64(png),
+        metrics=spent,  # type: ignore[arg-type]
+    )
+    return JSONResponse(payload.model_dump(), headers=headers)

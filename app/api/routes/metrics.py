@@ -1,0 +1,16 @@
+"""GET /metrics: Prometheus text format, aggregated over workers in multiprocess mode."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app import metrics
+
+router = APIRouter(tags=["observability"])
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def get_metrics() -> Response:
+    """Every metric of `app.metrics` in the exposition format."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

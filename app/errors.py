@@ -1,0 +1,159 @@
+"""THE place where errors become HTTP answers.
+
+Domain errors come from `model/` (ModelError family), `app/imaging.py` (ImageError family) and the
+service itself (the classes below). `http_error_for` maps each to (status, detail, headers); the
+handlers registered by `install_error_handlers` and the body-limit middleware both use it. Anything
+unknown is logged with its traceback and answered with a generic 500 that reveals no path or trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import imaging
+from app.logging import current_request_id
+from model.errors import CheckpointError, ModelError, RegistryError, VersionNotFoundError
+
+log = logging.getLogger("app.errors")
+
+RETRY_AFTER_OVERLOADED_S = 1
+RETRY_AFTER_NOT_READY_S = 5
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)+([^\s/:'\"]*)")
+
+
+class ServiceError(Exception):
+    """Base of the service's own domain errors."""
+
+
+class InvalidInput(ServiceError, ValueError):
+    """A field is well-formed but does not fit the model (e.g. `style` of the wrong length)."""
+
+
+class PayloadTooLarge(ServiceError):
+    """The request body exceeds `max_body_bytes`."""
+
+
+class BodyTimeout(ServiceError):
+    """The request body did not fully arrive within `body_timeout_s` (a stalled or trickling client)."""
+
+
+class Overloaded(ServiceError):
+    """The inference queue is full; the client should retry shortly."""
+
+
+class InferenceTimeout(ServiceError):
+    """The request did not get its result within `request_timeout_s`."""
+
+
+class NotReady(ServiceError):
+    """No model is loaded to serve the request (empty registry, unloadable active version, shutdown)."""
+
+
+def redact(text: str) -> str:
+    """Strip directories from absolute paths in a message: clients learn the file, not the layout."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", text)
+
+
+_IMAGE_STATUS = {
+    imaging.ImageTooLarge: 413,
+    imaging.UnsupportedImage: 415,
+    imaging.UnreadableImage: 422,
+    imaging.BlankImage: 422,
+}
+
+
+def http_error_for(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
+    """(status, detail, headers) for a known domain error, None for anything else."""
+    detail = redact(str(exc)) or type(exc).__name__
+    if isinstance(exc, imaging.ImageError):
+        status = next((s for cls, s in _IMAGE_STATUS.items() if isinstance(exc, cls)), 422)
+        return status, detail, {}
+    if isinstance(exc, VersionNotFoundError):
+        return 404, detail, {}
+    if isinstance(exc, CheckpointError):
+        return 422, f"this model version cannot be loaded: {detail}", {}
+    if isinstance(exc, (RegistryError, NotReady)):
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_NOT_READY_S)}
+    if isinstance(exc, (Overloaded, InferenceTimeout)):
+        return 503, detail, {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)}
+    if isinstance(exc, PayloadTooLarge):
+        return 413, detail, {}
+    if isinstance(exc, BodyTimeout):
+        return 408, detail, {}
+    if isinstance(exc, (InvalidInput, ModelError)):
+        return 422, detail, {}
+    return None
+
+
+def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON error body every non-2xx answer uses: `{"detail": ..., "request_id": ...}`."""
+    request_id = current_request_id()
+    body = {"detail": detail, "request_id": request_id}
+    return JSONResponse(body, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id})
+
+
+def unexpected_error_response(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """Log an unknown error with its traceback; the client gets a generic 500 with the request id."""
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return error_response(500, "internal server error; quote the request id when reporting it")
+
+
+def _safe(value: Any) -> Any:
+    """A JSON-safe copy of a validation error's location/context value (NaN/Inf become strings)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def validation_issues(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FastAPI's error list without the echoed `input` and `ctx`, which may not serialise."""
+    return [
+        {
+            "loc": [_safe(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in errors
+    ]
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, validation_issues(list(exc.errors())))
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    mapped = http_error_for(exc)
+    if mapped is None:
+        return await _on_unexpected(request, exc)
+    status, detail, headers = mapped
+    log.info("request refused", extra={"status": status, "error": type(exc).__name__, "detail": detail})
+    return error_response(status, detail, headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_error_response(request.method, request.url.path, exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every mapping above on the app."""
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    for cls in (imaging.ImageError, ModelError, ServiceError):
+        app.add_exception_handler(cls, _on_domain_error)
+    app.add_exception_handler(Exception, _on_unexpected)

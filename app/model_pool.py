@@ -1,0 +1,149 @@
+"""The loaded model versions: a bounded LRU of engines, and which one is active.
+
+The active version is the registry's `active` pointer, re-read whenever the pointer file changes
+(a promotion by the admin endpoint, another worker or the training CLI is picked up by every worker).
+Loading happens on a helper thread while requests keep being served by the engines already loaded;
+a request holds its engine for its whole life, so neither eviction nor a swap can drop it. When a new
+active version cannot be loaded, the previous one stays in service and the error is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+
+import torch
+
+from app import metrics
+from app.engine import Engine
+from app.errors import NotReady, redact
+from model.errors import CheckpointError, RegistryError
+from model.registry import ACTIVE_FILE, Registry
+
+log = logging.getLogger("app.model_pool")
+
+
+class ModelPool:
+    """Versions loaded on one device, at most `capacity` of them, least recently used evicted first."""
+
+    def __init__(self, registry: Registry, device: torch.device, capacity: int):
+        self.registry = registry
+        self.device = device
+        self.capacity = capacity
+        self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
+        self._lock = asyncio.Lock()
+        self._pointer_file = str(registry.root / ACTIVE_FILE)  # stat'ed on every request: keep it a str
+        self._pointer_stamp: tuple[int, int, int] | None = None
+        self._pointer_name: str | None = None
+        self._serving: str | None = None  # the active version actually served
+        self._failed: dict[str, str] = {}  # active names that could not be loaded -> why
+
+    # -- reading -------------------------------------------------------------------------------
+    def loaded(self) -> list[str]:
+        """Names of the loaded versions, least recently used first."""
+        return list(self._engines)
+
+    @property
+    def serving(self) -> str | None:
+        """The active version being served, None before one could be loaded."""
+        return self._serving
+
+    def pointer(self) -> str | None:
+        """The registry's active pointer, re-read only when its file changed."""
+        try:
+            stat = os.stat(self._pointer_file)
+        except FileNotFoundError:
+            self._pointer_stamp = self._pointer_name = None
+            return None
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if stamp != self._pointer_stamp:
+            self._pointer_name = self.registry.active_version()
+            self._pointer_stamp = stamp
+            self._failed.clear()  # a new pointer deserves a new try
+        return self._pointer_name
+
+    # -- serving -------------------------------------------------------------------------------
+    async def get(self, version: str | None = None) -> Engine:
+        """The engine of `version`, or of the active version when None; loads it if needed."""
+        if version is not None:
+            return await self.load(self.registry.resolve(version))
+        return await self._active_engine()
+
+    async def _active_engine(self) -> Engine:
+        try:
+            name = self.pointer()
+        except RegistryError as exc:
+            name, reason = None, str(exc)
+        else:
+            reason = "no active model version in the registry yet; train and promote one"
+        if name is not None and name not in self._failed:
+            try:
+                engine = await self.load(name)
+            except CheckpointError as exc:
+                self._failed[name] = str(exc)
+                log.error("active version %s cannot be loaded: %s", name, exc)
+            else:
+                self._set_serving(name)
+                return engine
+        if name is not None:
+            reason = f"the active version {name} cannot be loaded: {self._failed[name]}"
+        if self._serving is not None and self._serving in self._engines:
+            return self._touch(self._serving)  # keep the last good version in service
+        raise NotReady(redact(reason))
+
+    async def load(self, name: str) -> Engine:
+        """Load a resolved version (once, even when many requests ask at the same time)."""
+        if name in self._engines:
+            return self._touch(name)
+        async with self._lock:
+            if name in self._engines:
+                return self._touch(name)
+            engine = await asyncio.to_thread(self._load_sync, name)
+            self._engines[name] = engine
+            self._failed.pop(name, None)
+            self._evict()
+            self._publish_info()
+            return engine
+
+    async def promote(self, version: str) -> Engine:
+        """Load `version`, then make it the registry's active version; in-flight requests finish."""
+        name = self.registry.resolve(version)
+        engine = await self.load(name)
+        await asyncio.to_thread(self.registry.promote, name)
+        self._set_serving(name)
+        return engine
+
+    # -- internals -----------------------------------------------------------------------------
+    def _load_sync(self, name: str) -> Engine:
+        engine = Engine(name, self.registry.load(name, device="cpu"), self.device)
+        engine.warm_up()
+        log.info("loaded model version %s on %s", name, self.device)
+        return engine
+
+    def _touch(self, name: str) -> Engine:
+        self._engines.move_to_end(name)
+        return self._engines[name]
+
+    def _set_serving(self, name: str) -> None:
+        if name != self._serving:
+            log.info("now serving %s as the active version", name)
+            self._serving = name
+            self._publish_info()
+
+    def _evict(self) -> None:
+        for name in list(self._engines):
+            if len(self._engines) <= self.capacity:
+                return
+            if name not in (self._serving, self._pointer_name):
+                del self._engines[name]
+                log.info("evicted model version %s (LRU, capacity %d)", name, self.capacity)
+
+    def _publish_info(self) -> None:
+        """Mirror the loaded set into the `cvae_model_info` gauge (stale series drop to 0)."""
+        device = str(self.device)
+        for labels in list(metrics.MODEL_INFO._metrics):  # the label sets published so far
+            metrics.MODEL_INFO.labels(*labels).set(0)
+        for name in self._engines:
+            metrics.MODEL_INFO.labels(name, device, str(name == self._serving).lower()).set(1)

@@ -1,0 +1,98 @@
+"""The service's settings: one pydantic-settings class read from `CVAE_*` environment variables.
+
+`get_settings()` returns the process-wide instance; tests build their own `Settings(...)` and hand it
+to `create_app`, so nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is also the env var `CVAE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CVAE_", extra="ignore", frozen=True)
+
+    registry: Path = Field(
+        Path("./registry"), description="Model registry root (same as the training job's)."
+    )
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    torch_threads: int = Field(0, ge=0, description="Intra-op threads per worker; 0 = automatic.")
+    max_batch_size: int = Field(64, ge=1, le=1024, description="Requests sharing one forward pass.")
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a batch waits to fill.")
+    max_queue_depth: int = Field(1024, ge=1, description="Queued requests before 503 + Retry-After.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Per-request deadline for inference.")
+    max_body_bytes: int = Field(5_000_000, ge=1024)
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline to receive a whole request body after its headers (408 after)."
+    )
+    max_image_pixels: int = Field(16_000_000, ge=784)
+    admin_token: SecretStr | None = Field(None, description="Bearer token of /admin; unset = admin off.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_loaded_versions: int = Field(2, ge=1, le=32, description="Versions kept loaded (LRU).")
+    default_temperature: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="Temperature when a request gives none; unset = the version's own "
+        "`default_temperature` (the one its quality was measured at), else 1.0.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_json: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string (the natural env var form)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    def intra_op_threads(self) -> int:
+        """Torch threads for this worker: the setting, else its share of the cores minus one for the
+        event loop, at most 4 (idle OpenMP threads spin and steal the loop's core; small batches gain
+        nothing from more)."""
+        if self.torch_threads:
+            return self.torch_threads
+        return min(4, max(1, (os.cpu_count() or 1) // self.workers - 1))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,186 @@
+"""The dynamic batcher: shared forward passes, grouping, bounded queue, timeouts, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from app.batching import Batcher
+from app.errors import InferenceTimeout, NotReady, Overloaded
+
+
+class Doubler:
+    """A runner computing 2x per row, recording the shape of every pass (thread-safe)."""
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False):
+        self.passes: list[tuple[str, int]] = []
+        self.delay_s = delay_s
+        self.fail = fail
+        self.threads: set[str] = set()
+
+    def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.threads.add(threading.current_thread().name)
+        self.passes.append((kind, int(inputs[0].shape[0])))
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("boom")
+        return tuple(t * 2 for t in inputs)
+
+
+def rows(*values: float) -> tuple[torch.Tensor]:
+    return (torch.tensor(values).reshape(-1, 1),)
+
+
+def run(coro):  # noqa: ANN001, ANN201 - tiny helper for async bodies
+    return asyncio.run(coro)
+
+
+async def _started(**kwargs: float) -> Batcher:
+    params = {"max_batch_size": 64, "max_wait_ms": 20, "max_queue_depth": 100} | kwargs
+    batcher = Batcher(**params)  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_share_one_forward_pass_and_get_their_own_rows() -> None:
+    async def body() -> None:
+        batcher, runner = await _started(), Doubler()
+        results = await asyncio.gather(
+            *(batcher.submit(runner, "decode", rows(i, i + 0.5), 5) for i in range(10))
+        )
+        for i, (outputs, stats) in enumerate(results):
+            assert outputs[0].flatten().tolist() == [2 * i, 2 * i + 1]
+            assert stats.batch_size == 10 and stats.batch_rows == 20 and stats.queue_ms >= 0
+        assert runner.passes == [("decode", 20)]
+        assert runner.threads == {"cvae-inference_0"}  # off the event loop, one thread
+        await batcher.stop()
+
+    run(body())
+
+
+def test_max_batch_size_caps_a_pass() -> None:
+    async def body() -> None:
+        batcher, runner = await _started(max_batch_size=4), Doubler()
+        await asyncio.gather(*(batcher.submit(runner, "decode", rows(i), 5) for i in range(10)))
+        assert [n for _, n in runner.passes] == [4, 4, 2]
+        await batcher.stop()
+
+    run(body())
+
+
+def test_kinds_and_runners_are_never_mixed_in_a_pass() -> None:
+    async def body() -> None:
+        batcher, a, b = await _started(), Doubler(), Doubler()
+        jobs = [
+            batcher.submit(a, "decode", rows(1), 5),
+            batcher.submit(a, "encode", rows(2), 5),
+            batcher.submit(b, "decode", rows(3), 5),
+            batcher.submit(a, "decode", rows(4), 5),
+        ]
+        results = await asyncio.gather(*jobs)
+        assert [r[0][0].item() for r in results] == [2, 4, 6, 8]
+        assert sorted(a.passes) == [("decode", 2), ("encode", 1)] and b.passes == [("decode", 1)]
+        await batcher.stop()
+
+    run(body())
+
+
+def test_a_lone_request_waits_at_most_max_wait() -> None:
+    async def body() -> None:
+        batcher, runner = await _started(max_wait_ms=30), Doubler()
+        started = time.perf_counter()
+        _, stats = await batcher.submit(runner, "decode", rows(1), 5)
+        elapsed = time.perf_counter() - started
+        assert 0.025 <= elapsed < 0.5 and stats.batch_size == 1
+        await batcher.stop()
+
+    run(body())
+
+
+def test_a_lone_request_skips_the_wait_when_nobody_else_is_being_served() -> None:
+    async def body() -> None:
+        in_flight = [1]
+        batcher = Batcher(64, 500, 100, requests_in_flight=lambda: in_flight[0])
+        batcher.start()
+        runner = Doubler()
+        started = time.perf_counter()
+        await batcher.submit(runner, "decode", rows(1), 5)
+        assert time.perf_counter() - started < 0.25  # not the 500 ms wait
+        in_flight[0] = 3  # two other requests are being served: worth waiting for them
+        waited = asyncio.create_task(batcher.submit(runner, "decode", rows(1), 5))
+        await asyncio.sleep(0.05)
+        later = batcher.submit(runner, "decode", rows(2), 5)
+        results = await asyncio.gather(waited, later)
+        assert [stats.batch_size for _, stats in results] == [2, 2]
+        await batcher.stop()
+
+    run(body())
+
+
+def test_the_row_budget_splits_big_requests_into_separate_passes() -> None:
+    async def body() -> None:
+        batcher = Batcher(max_batch_size=64, max_wait_ms=20, max_queue_depth=100, max_batch_rows=5)
+        batcher.start()
+        runner = Doubler()
+        await asyncio.gather(*(batcher.submit(runner, "decode", rows(*range(3)), 5) for _ in range(3)))
+        assert [n for _, n in runner.passes] == [3, 3, 3]
+        await batcher.stop()
+
+    run(body())
+
+
+def test_a_full_queue_refuses_at_once() -> None:
+    async def body() -> None:
+        batcher, runner = await _started(max_queue_depth=3, max_wait_ms=200), Doubler()
+        accepted = [asyncio.create_task(batcher.submit(runner, "decode", rows(i), 5)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        with pytest.raises(Overloaded, match="queue is full"):
+            await batcher.submit(runner, "decode", rows(9), 5)
+        assert time.perf_counter() - started < 0.05
+        assert len(await asyncio.gather(*accepted)) == 3  # the accepted ones still complete
+        await batcher.submit(runner, "decode", rows(1), 5)  # and the queue recovers at once
+        await batcher.stop()
+
+    run(body())
+
+
+def test_a_timed_out_request_is_dropped_before_computing() -> None:
+    async def body() -> None:
+        batcher, runner = await _started(max_wait_ms=300), Doubler()
+        with pytest.raises(InferenceTimeout, match="0.05 s"):
+            await batcher.submit(runner, "decode", rows(1), 0.05)
+        await asyncio.sleep(0.4)
+        assert runner.passes == []  # nobody waited for it any more
+        await batcher.stop()
+
+    run(body())
+
+
+def test_a_failing_pass_fails_its_requests_and_the_worker_survives() -> None:
+    async def body() -> None:
+        batcher, bad, good = await _started(), Doubler(fail=True), Doubler()
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(bad, "decode", rows(1), 5)
+        outputs, _ = await batcher.submit(good, "decode", rows(2), 5)
+        assert outputs[0].item() == 4
+        await batcher.stop()
+
+    run(body())
+
+
+def test_stop_drains_queued_work_then_refuses_new_work() -> None:
+    async def body() -> None:
+        batcher, runner = await _started(max_wait_ms=100, max_batch_size=2), Doubler(delay_s=0.05)
+        pending = [asyncio.create_task(batcher.submit(runner, "decode", rows(i), 5)) for i in range(5)]
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        assert all(task.done() and not task.exception() for task in pending)
+        with pytest.raises(NotReady, match="shutting down"):
+            await batcher.submit(runner, "decode", rows(1), 5)
+
+    run(body())

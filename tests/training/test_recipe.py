@@ -1,0 +1,69 @@
+"""Pieces of the training recipe: augmentation, KL warm-up, the class adversary, presets' recipes."""
+
+import pytest
+import torch
+
+from model.config import preset
+from model.network import CVAE
+from training.augment import augment_batch, random_affine
+from training.config import PRESET_RECIPES, JobConfig, preset_job
+from training.loop import Recipe, _batch_loss, make_adversary
+
+
+def _digit_like(batch: int) -> torch.Tensor:
+    x = torch.zeros(batch, 28, 28)
+    x[:, 6:22, 12:16] = 1.0  # a vertical bar, like a "1"
+    return x.view(batch, -1)
+
+
+def test_random_affine_keeps_range_shape_and_most_of_the_ink() -> None:
+    x = _digit_like(16)
+    warped = random_affine(x, torch.Generator().manual_seed(0))
+    assert warped.shape == x.shape and float(warped.min()) >= 0 and float(warped.max()) <= 1
+    assert not torch.equal(warped, x)
+    ratio = warped.sum(1) / x.sum(1)
+    assert torch.all((ratio > 0.75) & (ratio < 1.3))
+
+
+def test_augment_batch_warps_about_the_requested_share() -> None:
+    x = _digit_like(400)
+    out = augment_batch(x, 0.5, torch.Generator().manual_seed(0))
+    changed = (out != x).any(1).float().mean()
+    assert 0.4 < float(changed) < 0.6
+    assert augment_batch(x, 0.0, torch.Generator()) is x
+
+
+def test_kl_warm_up_is_linear_then_flat() -> None:
+    recipe = Recipe(epochs=10, batch_size=8, lr=1e-3, beta=1.0, kl_warmup_epochs=4)
+    assert [recipe.kl_weight(e) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert Recipe(epochs=1, batch_size=8, lr=1e-3, beta=2.0).kl_weight(0) == 2.0
+
+
+def test_adversary_gradient_is_reversed_on_the_encoder() -> None:
+    torch.manual_seed(0)
+    model = CVAE(preset("tiny"))
+    adversary = make_adversary(model.config.latent_dim)
+    x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
+    grads = {}
+    for weight in (0.0, 1.0):
+        model.zero_grad(), adversary.zero_grad()
+        torch.manual_seed(1)
+        loss, _, _ = _batch_loss(model, adversary, x, y, kl_weight=1.0, adversary_weight=weight)
+        loss.backward()
+        grads[weight] = model.fc_mu.weight.grad.clone()
+    torch.manual_seed(1)
+    model.zero_grad(), adversary.zero_grad()
+    elbo_only, _, _ = _batch_loss(model, None, x, y, kl_weight=1.0, adversary_weight=0.0)
+    elbo_only.backward()
+    # weight 0 leaves the encoder's gradient to the ELBO alone; weight 1 adds the reversed adversary's
+    assert torch.allclose(grads[0.0], model.fc_mu.weight.grad, atol=1e-6)
+    assert not torch.allclose(grads[1.0], grads[0.0])
+
+
+def test_preset_recipes() -> None:
+    assert preset_job().adversary_weight == JobConfig().adversary_weight
+    reference = preset_job("reference", epochs=3)
+    assert reference.epochs == 3 and reference.adversary_weight == 0 and reference.augment == 0
+    assert set(PRESET_RECIPES) >= {"default", "reference", "tiny"}
+    with pytest.raises(ValueError):
+        preset_job("nope")
