@@ -25,28 +25,30 @@ class JobConfig:
     data: str = "bundled"
     preset: str = "default"
     latent_dim: int | None = None
-    epochs: int = 60
+    epochs: int = 150
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
     val_fraction: float = 0.1
     beta: float = 1.0
-    kl_warmup_epochs: int = 5
+    kl_warmup_epochs: int = 0
     # Weight of the adversarial term that removes class information from z (0 = off): a small
     # classifier learns to read y from z while the encoder, through gradient reversal, learns to
     # make that impossible, so z carries style only.
-    adversary_weight: float = 0.0
+    adversary_weight: float = 3.0
     # Share of each batch shown as a slightly rotated/scaled/shifted copy (training/augment.py).
-    augment: float = 0.0
-    cosine_lr: bool = False
-    patience: int = 10
+    augment: float = 0.5
+    cosine_lr: bool = True
+    patience: int = 30
     max_examples: int | None = None
     evaluate: bool = True
     eval_samples_per_class: int = 200
     iw_samples: int = 100
     classifier_epochs: int = 6
-    default_temperature: float = 1.0
+    # The service's default temperature for this version; None = chosen from measured quality
+    # (training/evaluate.py: choose_temperature), 1.0 when evaluation is skipped.
+    default_temperature: float | None = None
     promote: bool = True
     progress: bool = True
 

@@ -114,14 +114,13 @@ def run(config: JobConfig) -> JobResult:
             metrics.update(
                 {f"test_{k}": v for k, v in elbo_metrics(model, x_test, y_test, config.seed).items()}
             )
+        temperature = metrics.get("default_temperature", config.default_temperature or 1.0)
         metrics["train_seconds"] = round(train_seconds, 2)
         metrics["total_seconds"] = round(time.perf_counter() - started, 2)
         metadata = save_checkpoint(
-            staging, model, _metadata(config, data, train_set, val_set, metrics, history)
+            staging, model, _metadata(config, data, train_set, val_set, metrics, history, temperature)
         )
-        save_samples_png(
-            staging / "samples.png", model, temperature=config.default_temperature, seed=config.seed
-        )
+        save_samples_png(staging / "samples.png", model, temperature=temperature, seed=config.seed)
         save_training_png(staging / "training.png", history)
         version = registry.publish(staging)
     if config.promote:
@@ -172,6 +171,7 @@ def _metadata(
     val_set: Dataset,
     metrics: dict[str, Any],
     history: list[dict[str, float]],
+    default_temperature: float,
 ) -> dict[str, Any]:
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -188,5 +188,5 @@ def _metadata(
         "metrics": metrics,
         "history": history,
         "environment": {"torch": torch.__version__, "python": platform.python_version()},
-        "default_temperature": config.default_temperature,
+        "default_temperature": default_temperature,
     }
