@@ -1,0 +1,141 @@
+# The project's commands. On a fresh clone (Python 3.11+ and make, nothing else):
+#   make serve    install, train a default model if the registry has none, serve on http://127.0.0.1:8000
+#   make test     install what the tests need (Python packages, Debian chromium and prometheus), run them all
+# Both are idempotent: the virtualenv, the installs (stamp files keyed on pyproject.toml) and the trained
+# model are reused by later runs. `make help` lists every target.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+.NOTPARALLEL:  # the install steps share one virtualenv: never two pip runs at once
+
+# ---- settings (override on the command line: make serve REGISTRY=/srv/registry) -------------------------
+# The first of these that runs and is 3.11+ (3.11 first: the local CPU torch wheel is built for it).
+PYTHON        ?= $(shell for p in python3.11 python3 python3.12 python3.13; do \
+                   $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; \
+                 done)
+VENV          ?= .venv
+TORCH_VERSION ?= 2.13.0
+REGISTRY      ?= $(or $(CVAE_REGISTRY),registry)
+DURATION      ?= 60
+USERS         ?= 32
+PYTEST_ARGS   ?=
+LOADTEST_ARGS ?=
+BENCH_ARGS    ?=
+
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMPS := $(VENV)/.stamps
+# Installs rerun only when pyproject.toml changes (its checksum names the stamp files).
+KEY    := $(shell cksum pyproject.toml 2>/dev/null | cut -d' ' -f1)
+
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q
+
+say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
+
+.PHONY: help serve train test loadtest lint bench container-smoke install install-test install-load \
+        install-lint deps-system deps-chromium deps-prometheus clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+# ---- Python environment ----------------------------------------------------------------------------------
+$(PY):
+	$(call say,creating the virtualenv $(VENV) with $(PYTHON))
+	@[ -n "$(PYTHON)" ] || { echo "no Python 3.11 or newer found (python3.11, python3, ...): install one" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PYTHON) is older than 3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: the pin takes the CPU build; an unpinned torch would pull GBs of CUDA packages.
+$(STAMPS)/torch-$(TORCH_VERSION): | $(PY)
+	$(call say,installing torch==$(TORCH_VERSION) before anything that depends on it)
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	@mkdir -p $(STAMPS) && rm -f $(STAMPS)/torch-* && touch $@
+
+$(STAMPS)/project-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
+	$(call say,installing the project: pip install -e .)
+	$(PIP) install --quiet -e .
+	@rm -f $(STAMPS)/project-* && touch $@
+
+$(STAMPS)/test-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
+	$(call say,installing the project with its test dependencies: pip install -e .[test])
+	$(PIP) install --quiet -e ".[test]"
+	@rm -f $(STAMPS)/test-* $(STAMPS)/project-* && touch $@ $(STAMPS)/project-$(KEY)
+
+$(STAMPS)/load-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
+	$(call say,installing the project with the load-test dependencies: pip install -e .[load])
+	$(PIP) install --quiet -e ".[load]"
+	@rm -f $(STAMPS)/load-* && touch $@
+
+$(STAMPS)/lint-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
+	$(call say,installing the linters: pip install -e .[lint])
+	$(PIP) install --quiet -e ".[lint]"
+	@rm -f $(STAMPS)/lint-* && touch $@
+
+install: $(STAMPS)/project-$(KEY) ## create .venv, install torch (CPU, pinned) first, then the project
+install-test: $(STAMPS)/test-$(KEY) ## ... plus the test dependencies
+install-load: $(STAMPS)/load-$(KEY)
+install-lint: $(STAMPS)/lint-$(KEY)
+
+# ---- Debian packages (installed only when missing; root, else sudo) --------------------------------------
+# $(call apt_install,PACKAGES): one apt-get update, then install; warns instead when it cannot be root.
+define apt_install
+	if [ "$$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then \
+	  echo "!! cannot install $(1): not root and no sudo; install it by hand" >&2; \
+	else \
+	  echo "==> installing Debian packages: $(1)"; \
+	  $(APT) update && $(APT) install -y $(2) $(1); \
+	fi
+endef
+
+deps-chromium: ## Debian chromium, for the headless-browser tests (when /usr/bin/chromium is missing)
+	@if [ -x /usr/bin/chromium ]; then echo "==> chromium: $$(/usr/bin/chromium --version 2>/dev/null || echo present)"; \
+	else $(call apt_install,chromium); fi
+
+deps-prometheus: ## Debian prometheus + promtool, for the load test and config checks (when missing)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
+	  echo "==> prometheus: $$(prometheus --version 2>&1 | head -n1)"; \
+	else $(call apt_install,prometheus,--no-install-recommends); fi
+
+deps-system: deps-chromium deps-prometheus
+
+# ---- the main jobs -----------------------------------------------------------------------------------------
+train: $(STAMPS)/project-$(KEY) ## train a default model into $(REGISTRY) if it has no active version
+	$(call say,python -m training --if-empty --registry $(REGISTRY) (trains only when the registry is empty))
+	$(PY) -m training --if-empty --registry "$(REGISTRY)"
+
+serve: train ## install, train a model if the registry is empty, serve on http://127.0.0.1:8000
+	$(call say,python -m app serving $(REGISTRY) on http://$${CVAE_HOST:-127.0.0.1}:$${CVAE_PORT:-8000} (Ctrl-C stops))
+	CVAE_REGISTRY="$(REGISTRY)" $(PY) -m app
+
+test: $(STAMPS)/test-$(KEY) deps-system ## install the test dependencies, then run the whole suite
+	$(call say,python -m pytest tests $(PYTEST_ARGS))
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+loadtest: $(STAMPS)/load-$(KEY) deps-prometheus ## service + Prometheus + Locust: make loadtest DURATION=60 USERS=32
+	$(call say,python -m loadtest --duration $(DURATION) --users $(USERS) --registry $(REGISTRY))
+	$(PY) -m loadtest --duration "$(DURATION)" --users "$(USERS)" --registry "$(REGISTRY)" $(LOADTEST_ARGS)
+
+lint: $(STAMPS)/lint-$(KEY) ## ruff and mypy (configured in pyproject.toml)
+	$(call say,ruff check .)
+	$(PY) -m ruff check .
+	$(call say,mypy app model training loadtest)
+	$(PY) -m mypy app model training loadtest
+
+bench: $(STAMPS)/test-$(KEY) ## the /generate benchmark (batched vs naive); figures into docs/performance.md
+	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
+	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
+
+container-smoke: ## build the Dockerfile with podman on a debootstrapped base; train and serve in it
+	$(call say,scripts/container_smoke.sh (podman + buildah; several minutes))
+	bash scripts/container_smoke.sh
+
+clean: ## remove caches and build output (keeps .venv, the registry and reports)
+	$(call say,removing caches and build output)
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv and reports/ (never the registry)
+	rm -rf $(VENV) reports

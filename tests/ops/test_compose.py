@@ -1,0 +1,101 @@
+"""docker-compose.yml (validated by the Compose v2 binary) and the commands its services run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ops.tools import REPO, compose_binary
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ALL_PROFILES = ["--profile", "gpu", "--profile", "load"]
+
+
+def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([compose_binary(), "-f", str(file), *args], capture_output=True, text=True,
+                          cwd=file.parent, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    result = compose(*ALL_PROFILES, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout)["services"])
+
+
+@pytest.mark.parametrize("profiles", [[], ["--profile", "gpu"], ALL_PROFILES])
+def test_compose_config_is_valid(profiles: list[str]) -> None:
+    result = compose(*profiles, "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_binary_really_validates(tmp_path: Path) -> None:
+    """Control: the binary exits non-zero on an invalid file (the Python wrapper would say 0)."""
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text("services:\n  api:\n    image: x\n    depends_on:\n      ghost:\n"
+                   "        condition: service_healthy\n")
+    assert compose("config", "-q", file=bad).returncode != 0
+
+
+def test_services_of_the_stack(services: dict[str, Any]) -> None:
+    assert set(services) == {"trainer", "api", "api-gpu", "prometheus", "grafana", "loadtest"}
+    assert services["trainer"]["command"][:4] == ["python", "-m", "training", "--if-empty"]
+    assert services["api"]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+    assert services["api"]["command"] == ["python", "-m", "app"]
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    volumes = [{v["source"] for v in services[name]["volumes"]} for name in ("trainer", "api")]
+    shared = volumes[0] & volumes[1]
+    assert shared == {"registry"}, "trainer and api share the registry volume"
+
+
+def test_gpu_profile_reserves_an_nvidia_device(services: dict[str, Any]) -> None:
+    gpu = services["api-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert gpu["environment"]["CVAE_DEVICE"] == "cuda"
+
+
+def test_loadtest_profile_runs_locust_against_api(services: dict[str, Any]) -> None:
+    loadtest = services["loadtest"]
+    assert loadtest["profiles"] == ["load"]
+    assert loadtest["build"]["target"] == "loadtest"
+    assert loadtest["command"][:3] == ["python", "-m", "loadtest"]
+    assert "--target=http://api:8000" in loadtest["command"]
+    assert loadtest["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_monitoring_services_mount_the_repository_configs(services: dict[str, Any]) -> None:
+    prometheus_mounts = {v.get("target"): v.get("source") for v in services["prometheus"]["volumes"]}
+    assert prometheus_mounts["/etc/prometheus"] == str(REPO / "ops" / "prometheus")
+    grafana_mounts = {v.get("target"): v.get("source") for v in services["grafana"]["volumes"]}
+    assert grafana_mounts["/etc/grafana/provisioning"] == str(REPO / "ops" / "grafana" / "provisioning")
+    assert grafana_mounts["/etc/grafana/dashboards"] == str(REPO / "ops" / "grafana" / "dashboards")
+    assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+
+
+def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_trainer_command_runs_outside_the_container(trained_registry: Path, tmp_path: Path,
+                                                    services: dict[str, Any]) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(trained_registry, registry)
+    command = services["trainer"]["command"]
+    result = run_module(*command[2:], "--registry", str(registry))
+    assert result.returncode == 0, result.stderr
+    assert "nothing to train" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["app", "loadtest", "training"])
+def test_container_entry_points_answer_help(module: str) -> None:
+    result = run_module(module, "--help")
+    assert result.returncode == 0, result.stderr

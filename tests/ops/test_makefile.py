@@ -1,0 +1,85 @@
+"""The Makefile's install order and idempotence, and .ci/run running exactly `make test`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ops.tools import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+
+
+def make(*args: str, venv: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    return subprocess.run(["make", f"VENV={venv}", *args], cwd=REPO, capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def dry_run(target: str, venv: Path, *args: str) -> list[str]:
+    """The commands `make -n -B target` would run (every step, as on a fresh clone)."""
+    result = make("-n", "-B", target, *args, venv=venv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def index(lines: list[str], fragment: str) -> int:
+    return next(i for i, line in enumerate(lines) if fragment in line)
+
+
+def test_serve_installs_torch_first_then_trains_if_empty_then_serves(tmp_path: Path) -> None:
+    lines = dry_run("serve", tmp_path / "venv")
+    steps = [index(lines, "-m venv"), index(lines, 'install --quiet "torch==2.13.0"'),
+             index(lines, "install --quiet -e ."), index(lines, "-m training --if-empty"),
+             index(lines, "-m app")]
+    assert steps == sorted(steps)
+
+
+def test_test_target_installs_test_extras_after_torch_and_runs_all_tests(tmp_path: Path) -> None:
+    lines = dry_run("test", tmp_path / "venv")
+    assert index(lines, '"torch==2.13.0"') < index(lines, '-e ".[test]"') < index(lines, "-m pytest tests")
+    assert any("chromium" in line for line in lines) and any("prometheus" in line for line in lines)
+
+
+def test_loadtest_target_passes_duration_and_users(tmp_path: Path) -> None:
+    lines = dry_run("loadtest", tmp_path / "venv", "DURATION=20", "USERS=8")
+    assert '-m loadtest --duration "20" --users "8"' in lines[-1]
+
+
+def test_installs_are_stamped_and_keyed_on_pyproject(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    stamps = venv / ".stamps"
+    stamps.mkdir()
+    key = subprocess.run(["cksum", str(REPO / "pyproject.toml")], capture_output=True, text=True,
+                         check=True).stdout.split()[0]
+    (stamps / "torch-2.13.0").touch()
+    (stamps / "project-stale").touch()
+    assert make("-q", "install", venv=venv).returncode == 1, "a changed pyproject.toml reinstalls"
+    (stamps / f"project-{key}").touch()
+    assert make("-q", "install", venv=venv).returncode == 0, "nothing to do when the stamps are current"
+
+
+def test_help_lists_the_main_targets(tmp_path: Path) -> None:
+    result = make("help", venv=tmp_path / "venv")
+    for target in ("serve", "test", "loadtest", "lint", "bench", "container-smoke", "clean"):
+        assert f"\n{target} " in "\n" + result.stdout, target
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    script = (REPO / ".ci" / "run").read_text().splitlines()
+    assert script[0] == "#!/usr/bin/env bash"
+    commands = [line.strip() for line in script[1:] if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[0] == "set -euo pipefail"
+    assert commands[-1] == "make test"
+    assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")]).returncode == 0
+
+
+def test_container_smoke_script_parses() -> None:
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "container_smoke.sh")]).returncode == 0
