@@ -6,7 +6,6 @@ import argparse
 import os
 import shutil
 import signal
-import sys
 import tempfile
 
 import uvicorn
@@ -61,4 +60,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -96,7 +96,10 @@ def plan_generation(
             )
         if not all(math.isfinite(v) for v in style):
             raise InvalidInput("style values must be finite numbers")
-        row_z = torch.tensor([list(style)], dtype=torch.float32).expand(samples, latent_dim)
+        row_z = torch.tensor([list(style)], dtype=torch.float32)
+        if not torch.isfinite(row_z).all():  # e.g. 1e200: finite in JSON, infinite as float32
+            raise InvalidInput("style values must be within the float32 range (|value| < 3.4e38)")
+        row_z = row_z.expand(samples, latent_dim)
     else:
         generator = torch.Generator().manual_seed(seed)
         row_z = temperature * torch.randn(samples, latent_dim, generator=generator)  # (samples, L)
@@ -150,6 +153,8 @@ class Inference:
             )
         plan = plan_generation(text, samples, seed, temperature, style, engine.latent_dim)
         (probs,), stats = await self.predict(engine, DECODE, plan.z, plan.y)
+        if style is not None and not torch.isfinite(probs).all():  # huge style values overflow the network
+            raise InvalidInput("style values this large overflow the model; use values like /encode's mu")
         metrics.DIGITS.labels(engine.version).inc(len(plan.cells))
         return Generated(paint(plan, probs), engine.version, seed, temperature, stats)
 

@@ -83,8 +83,11 @@ class CVAE(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.features: nn.Module = _ConvFeatures(c.conv_channels) if c.encoder == "conv" else nn.Identity()
-        feature_dim = self.features.out_dim if c.encoder == "conv" else c.image_pixels
+        self.features: nn.Module = nn.Identity()
+        feature_dim = c.image_pixels
+        if c.encoder == "conv":
+            conv = _ConvFeatures(c.conv_channels)
+            self.features, feature_dim = conv, conv.out_dim
         self.encoder = _ConditionedMLP(feature_dim, c.num_classes, c.encoder_hidden, False)
         self.fc_mu = nn.Linear(self.encoder.out_dim, c.latent_dim)
         self.fc_log_var = nn.Linear(self.encoder.out_dim, c.latent_dim)

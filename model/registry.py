@@ -152,7 +152,7 @@ class Registry:
 
     def clean_staging(self, older_than_s: float = 3600.0) -> list[Path]:
         """Remove staging directories left by killed writers; returns what was removed."""
-        removed = []
+        removed: list[Path] = []
         now = time.time()
         if not self.root.is_dir():
             return removed

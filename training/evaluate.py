@@ -65,7 +65,7 @@ def _per_class(correct: torch.Tensor, labels: torch.Tensor) -> list[float]:
 @torch.no_grad()
 def conditional_accuracy(
     model: CVAE, classifier: DigitClassifier, *, per_class: int, temperature: float, seed: int
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Share of samples z = temperature * eps that the classifier reads as the requested digit."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -84,7 +84,7 @@ def conditional_accuracy(
 @torch.no_grad()
 def cross_style_accuracy(
     model: CVAE, classifier: DigitClassifier, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Encode each image (z = mu), render every other digit with that z, and count how often the
     classifier reads the requested digit: high only when z carries style and not class."""
     model.eval()

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -101,7 +101,7 @@ def run(config: JobConfig) -> JobResult:
                 y_val,
                 recipe,
                 progress=config.progress,
-                on_epoch=lambda row: (log.write(json.dumps(row) + "\n"), log.flush()),
+                on_epoch=lambda row: _append_jsonl(log, row),
             )
         train_seconds = time.perf_counter() - started
         metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
@@ -126,6 +126,12 @@ def run(config: JobConfig) -> JobResult:
     if config.promote:
         registry.promote(version)
     return JobResult(version=version, path=registry.root / version, metadata=metadata)
+
+
+def _append_jsonl(log: TextIO, row: dict[str, float]) -> None:
+    """One epoch's figures as a JSON line, flushed so the log can be followed while training runs."""
+    log.write(json.dumps(row) + "\n")
+    log.flush()
 
 
 def _evaluate(

@@ -34,7 +34,7 @@ def save_samples_png(path: Path, model: CVAE, *, temperature: float, seed: int, 
     """Write the samples grid as an 8-bit grayscale PNG, upscaled 2x for viewing."""
     grid = samples_grid(model, per_row=per_row, temperature=temperature, seed=seed)
     image = Image.fromarray(grid, mode="L")
-    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path, optimize=True)
+    image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST).save(path, optimize=True)
 
 
 def save_training_png(path: Path, history: list[dict[str, float]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -13,7 +14,7 @@ from app.schemas import GenerateRequest, GenerateResponse, error_responses
 
 router = APIRouter(tags=["inference"])
 
-PNG_OR_JSON = {
+PNG_OR_JSON: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "PNG of 28*len(text)*scale x 28*samples*scale pixels, or JSON with format=json",
         # `model` puts the JSON schema in components (an inline model_json_schema() would carry `$defs`
