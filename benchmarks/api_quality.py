@@ -111,22 +111,24 @@ def label_accuracy(client: httpx.Client, digits: np.ndarray, labels: np.ndarray,
 
 
 def other_writers(limit: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """UCI optical digits (scikit-learn), 8x8 in 0..16, as uint8 upscaled to 32x32; None if absent."""
+    """UCI optical digits (scikit-learn), 8x8 in 0..16, as uint8 images uploaded at their own size
+    (the service's preprocessing scales them up like any other upload); None if absent."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
         return None
     data = load_digits()
     order = np.random.default_rng(0).permutation(len(data.target))[:limit]
-    images = (data.images[order] * (255 / 16)).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR)) for i in images])
-    return big, data.target[order]
+    images = np.rint(data.images[order] * (255 / 16)).astype(np.uint8)
+    return images, data.target[order]
 
 
 def style_transfer(client, classifier, digits, labels) -> float:
     hits = total = 0
     for digit, label in zip(digits, labels, strict=True):
-        mu = client.post("/encode", files={"file": ("d.png", _save(Image.fromarray(digit), "PNG"))}).json()["mu"]
+        mu = client.post("/encode", files={"file": ("d.png", _save(Image.fromarray(digit), "PNG"))}).json()[
+            "mu"
+        ]
         png = client.post("/generate", json={"text": "0123456789", "style": mu}).content
         read = read_tiles(classifier, png)[0]
         others = [d for d in range(10) if d != int(label)]
@@ -140,7 +142,9 @@ def generation(client, classifier, seeds: int) -> tuple[float, float, list[float
     count = 0
     temperature = None
     for seed in range(seeds):
-        answer = client.post("/generate?format=json", json={"text": "0123456789", "samples": 16, "seed": seed})
+        answer = client.post(
+            "/generate?format=json", json={"text": "0123456789", "samples": 16, "seed": seed}
+        )
         answer.raise_for_status()
         body = answer.json()
         temperature = body.get("temperature")
@@ -168,23 +172,37 @@ def main(argv: list[str] | None = None) -> None:
     digits, labels = val.images[: args.digits], val.labels[: args.digits]
     classifier = judge(registry, version).eval()
     print(f"version {version}; {len(labels)} held-out validation digits per form")
-    with tempfile.TemporaryDirectory() as tmp, server("batched", registry.root, Path(tmp) / "log") as (url, _):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server("batched", registry.root, Path(tmp) / "log") as (url, _),
+    ):
         with httpx.Client(base_url=url, timeout=30) as client:
             for name, form in FORMS.items():
-                print(f"label inference, {name:24s} {label_accuracy(client, digits, labels, form):.1%}", flush=True)
+                print(
+                    f"label inference, {name:24s} {label_accuracy(client, digits, labels, form):.1%}",
+                    flush=True,
+                )
             writers = other_writers(args.digits * 2)
             if writers is None:
                 print("other writers: scikit-learn is not installed (pip install scikit-learn); skipped")
             else:
                 form = FORMS["png-28x28"]
                 accuracy = label_accuracy(client, writers[0], writers[1], lambda d: form(d))
-                print(f"label inference, other writers (UCI digits, {len(writers[1])}) {accuracy:.1%}", flush=True)
+                print(
+                    f"label inference, other writers (UCI digits, {len(writers[1])}) {accuracy:.1%}",
+                    flush=True,
+                )
             n = args.styles
-            print(f"handwriting transfer to the 9 other digits ({n} styles) "
-                  f"{style_transfer(client, classifier, digits[:n], labels[:n]):.1%}", flush=True)
+            print(
+                f"handwriting transfer to the 9 other digits ({n} styles) "
+                f"{style_transfer(client, classifier, digits[:n], labels[:n]):.1%}",
+                flush=True,
+            )
             overall, temperature, per_digit = generation(client, classifier, args.seeds)
-            print(f"generation at the default temperature {temperature}: {overall:.1%} "
-                  f"(worst digit {min(per_digit):.1%}; {args.seeds * 16} per digit)")
+            print(
+                f"generation at the default temperature {temperature}: {overall:.1%} "
+                f"(worst digit {min(per_digit):.1%}; {args.seeds * 16} per digit)"
+            )
 
 
 if __name__ == "__main__":
