@@ -19,6 +19,7 @@ Run: `python -m benchmarks.api_quality [--registry ./registry] [--digits 300]`
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import tempfile
 from collections.abc import Callable
@@ -148,8 +149,6 @@ def generation(client, classifier, seeds: int) -> tuple[float, float, list[float
         answer.raise_for_status()
         body = answer.json()
         temperature = body.get("temperature")
-        import base64
-
         read = read_tiles(classifier, base64.b64decode(body["image_png_base64"]))
         correct += (read == np.arange(10)[None, :]).sum(0)
         count += read.shape[0]
@@ -175,34 +174,30 @@ def main(argv: list[str] | None = None) -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         server("batched", registry.root, Path(tmp) / "log") as (url, _),
+        httpx.Client(base_url=url, timeout=30) as client,
     ):
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for name, form in FORMS.items():
-                print(
-                    f"label inference, {name:24s} {label_accuracy(client, digits, labels, form):.1%}",
-                    flush=True,
-                )
-            writers = other_writers(args.digits * 2)
-            if writers is None:
-                print("other writers: scikit-learn is not installed (pip install scikit-learn); skipped")
-            else:
-                form = FORMS["png-28x28"]
-                accuracy = label_accuracy(client, writers[0], writers[1], lambda d: form(d))
-                print(
-                    f"label inference, other writers (UCI digits, {len(writers[1])}) {accuracy:.1%}",
-                    flush=True,
-                )
-            n = args.styles
-            print(
-                f"handwriting transfer to the 9 other digits ({n} styles) "
-                f"{style_transfer(client, classifier, digits[:n], labels[:n]):.1%}",
-                flush=True,
-            )
-            overall, temperature, per_digit = generation(client, classifier, args.seeds)
-            print(
-                f"generation at the default temperature {temperature}: {overall:.1%} "
-                f"(worst digit {min(per_digit):.1%}; {args.seeds * 16} per digit)"
-            )
+        report(client, classifier, digits, labels, args)
+
+
+def report(client: httpx.Client, classifier: DigitClassifier, digits, labels, args) -> None:
+    """Run every measurement against the running service and print one line each."""
+    for name, form in FORMS.items():
+        accuracy = label_accuracy(client, digits, labels, form)
+        print(f"label inference, {name:24s} {accuracy:.1%}", flush=True)
+    writers = other_writers(args.digits * 2)
+    if writers is None:
+        print("other writers: scikit-learn is not installed (pip install scikit-learn); skipped")
+    else:
+        accuracy = label_accuracy(client, writers[0], writers[1], FORMS["png-28x28"])
+        print(f"label inference, other writers (UCI digits, {len(writers[1])}) {accuracy:.1%}", flush=True)
+    n = args.styles
+    transfer = style_transfer(client, classifier, digits[:n], labels[:n])
+    print(f"handwriting transfer to the 9 other digits ({n} styles) {transfer:.1%}", flush=True)
+    overall, temperature, per_digit = generation(client, classifier, args.seeds)
+    print(
+        f"generation at the default temperature {temperature}: {overall:.1%} "
+        f"(worst digit {min(per_digit):.1%}; {args.seeds * 16} per digit)"
+    )
 
 
 if __name__ == "__main__":
