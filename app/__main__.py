@@ -6,10 +6,13 @@ import argparse
 import os
 import shutil
 import signal
+import sys
 import tempfile
 
 import uvicorn
+from pydantic import ValidationError
 
+from app.engine import resolve_device
 from app.logging import configure_logging, log_config
 from app.settings import get_settings
 
@@ -37,7 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("host", "port", "workers", "registry"):
         if getattr(args, name) is not None:
             os.environ[f"CVAE_{name.upper()}"] = str(getattr(args, name))
-    settings = get_settings()
+    try:
+        settings = get_settings()
+        resolve_device(settings.device)  # a missing CUDA device fails here, before any worker starts
+    except (ValidationError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_json)
     own_dir = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):

@@ -158,7 +158,9 @@ def test_cuda_asked_for_without_cuda_fails_fast(serving_registry: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with (
-        pytest.raises(RuntimeError, match="CUDA is not available"),
+        pytest.raises(RuntimeError, match="CUDA is not available") as failure,
         running_server(serving_registry, device="cuda"),
     ):
         pass
+    # a clear one-line error and exit code 2, not a traceback
+    assert "server exited with 2" in str(failure.value) and "Traceback" not in str(failure.value)
