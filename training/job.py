@@ -104,17 +104,10 @@ def run(config: JobConfig) -> JobResult:
                 on_epoch=lambda row: _append_jsonl(log, row),
             )
         train_seconds = time.perf_counter() - started
-        metrics: dict[str, Any] = {"best_epoch": best_epoch, "epochs_run": len(history)}
-        metrics.update({f"train_{k}": v for k, v in elbo_metrics(model, x, y, config.seed).items()})
-        metrics.update({f"val_{k}": v for k, v in elbo_metrics(model, x_val, y_val, config.seed).items()})
-        if config.evaluate:
-            metrics.update(_evaluate(config, registry, data, train_set, val_set, model, x_val, y_val, device))
-        if test_set is not None:
-            x_test, y_test = to_tensors(test_set, device)
-            metrics.update(
-                {f"test_{k}": v for k, v in elbo_metrics(model, x_test, y_test, config.seed).items()}
-            )
-        temperature = metrics.get("default_temperature", config.default_temperature or 1.0)
+        metrics = _measure(config, registry, data, train_set, val_set, test_set, model, device)
+        metrics.update(best_epoch=best_epoch, epochs_run=len(history))
+        temperature = metrics.get("default_temperature", config.default_temperature)
+        temperature = 1.0 if temperature is None else temperature
         metrics["train_seconds"] = round(train_seconds, 2)
         metrics["total_seconds"] = round(time.perf_counter() - started, 2)
         metadata = save_checkpoint(
@@ -126,6 +119,28 @@ def run(config: JobConfig) -> JobResult:
     if config.promote:
         registry.promote(version)
     return JobResult(version=version, path=registry.root / version, metadata=metadata)
+
+
+def _measure(
+    config: JobConfig,
+    registry: Registry,
+    data: Dataset,
+    train_set: Dataset,
+    val_set: Dataset,
+    test_set: Dataset | None,
+    model: CVAE,
+    device: torch.device,
+) -> dict[str, Any]:
+    """ELBO terms on every split, and the judge-based evaluation unless it is switched off."""
+    metrics: dict[str, Any] = {}
+    for name, split_set in (("train", train_set), ("val", val_set), ("test", test_set)):
+        if split_set is not None:
+            x, y = to_tensors(split_set, device)
+            metrics.update({f"{name}_{k}": v for k, v in elbo_metrics(model, x, y, config.seed).items()})
+    if config.evaluate:
+        x_val, y_val = to_tensors(val_set, device)
+        metrics.update(_evaluate(config, registry, data, train_set, val_set, model, x_val, y_val, device))
+    return metrics
 
 
 def _append_jsonl(log: TextIO, row: dict[str, float]) -> None:

@@ -93,3 +93,9 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys) -> No
     bad.write_text('{"epochz": 3}')
     assert main(["--config", str(bad), "--registry", str(tmp_path / "r")]) == 2
     assert "unknown settings" in capsys.readouterr().err
+
+
+def test_a_given_default_temperature_is_kept_even_zero(tmp_path: Path) -> None:
+    result = train_tiny(tmp_path, epochs=1, default_temperature=0.0)
+    assert result.metadata["default_temperature"] == 0.0
+    assert train_tiny(tmp_path, epochs=1).metadata["default_temperature"] == 1.0  # no evaluation: the prior
