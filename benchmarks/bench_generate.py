@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ import torch
 
 from benchmarks.bench_report import Phase, render, write_doc
 from benchmarks.raw_client import hammer, post_request
+from loadtest.processes import free_port, running, wait_http_ok
 from model.checkpoint import save_checkpoint
 from model.config import preset
 from model.network import CVAE
@@ -70,12 +69,6 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
     """Start one server kind; yields (base URL, pid)."""
@@ -91,29 +84,10 @@ def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
         env.update(CVAE_MAX_BATCH_SIZE="1", CVAE_MAX_BATCH_WAIT_MS="0")
     elif kind == "batched-2w":
         env.update(CVAE_WORKERS="2")
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log)
+    with running(command, log, env=env) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/readyz", 120, process, log)
         yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after 120 s")
 
 
 # -- load phases ---------------------------------------------------------------------------------
