@@ -7,7 +7,7 @@ import json
 import platform
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -78,18 +78,7 @@ def run(config: JobConfig) -> JobResult:
     x_val, y_val = to_tensors(val_set, device)
     net_config = preset(config.preset, latent_dim=config.latent_dim)
     model = CVAE(net_config).to(device)
-    recipe = Recipe(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        beta=config.beta,
-        kl_warmup_epochs=config.kl_warmup_epochs,
-        adversary_weight=config.adversary_weight,
-        augment=config.augment,
-        cosine_lr=config.cosine_lr,
-        patience=config.patience,
-        seed=config.seed,
-    )
+    recipe = Recipe(**{f.name: getattr(config, f.name) for f in fields(Recipe)})
     with registry.staging() as staging:
         log_path = staging / "metrics.jsonl"
         with log_path.open("w", encoding="utf-8") as log:
@@ -104,7 +93,10 @@ def run(config: JobConfig) -> JobResult:
                 on_epoch=lambda row: _append_jsonl(log, row),
             )
         train_seconds = time.perf_counter() - started
-        metrics = _measure(config, registry, data, train_set, val_set, test_set, model, device)
+        splits = {"train": (x, y), "val": (x_val, y_val)}
+        if test_set is not None:
+            splits["test"] = to_tensors(test_set, device)
+        metrics = _measure(config, registry, data, train_set, val_set, splits, model, device)
         metrics.update(best_epoch=best_epoch, epochs_run=len(history))
         temperature = metrics.get("default_temperature", config.default_temperature)
         temperature = 1.0 if temperature is None else temperature
@@ -127,18 +119,16 @@ def _measure(
     data: Dataset,
     train_set: Dataset,
     val_set: Dataset,
-    test_set: Dataset | None,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     model: CVAE,
     device: torch.device,
 ) -> dict[str, Any]:
-    """ELBO terms on every split, and the judge-based evaluation unless it is switched off."""
+    """ELBO terms on every split's tensors, and the judge-based evaluation unless it is switched off."""
     metrics: dict[str, Any] = {}
-    for name, split_set in (("train", train_set), ("val", val_set), ("test", test_set)):
-        if split_set is not None:
-            x, y = to_tensors(split_set, device)
-            metrics.update({f"{name}_{k}": v for k, v in elbo_metrics(model, x, y, config.seed).items()})
+    for name, (x, y) in splits.items():
+        metrics.update({f"{name}_{k}": v for k, v in elbo_metrics(model, x, y, config.seed).items()})
     if config.evaluate:
-        x_val, y_val = to_tensors(val_set, device)
+        x_val, y_val = splits["val"]
         metrics.update(_evaluate(config, registry, data, train_set, val_set, model, x_val, y_val, device))
     return metrics
 

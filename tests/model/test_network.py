@@ -58,3 +58,17 @@ def test_config_round_trip_and_bad_configs() -> None:
         CVAEConfig.from_dict({**config.to_dict(), "latent_dim": 0})
     with pytest.raises(ValueError):
         preset("nope")
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), [("conv", "mlp"), ("mlp", "conv"), ("conv", "conv")])
+def test_conv_encoder_and_decoder_options(encoder: str, decoder: str) -> None:
+    config = CVAEConfig(latent_dim=8, encoder=encoder, decoder=decoder, conv_channels=(16, 8))
+    model = CVAE(config)
+    logits, mu, _ = model(torch.rand(3, 784), torch.tensor([0, 4, 9]))
+    assert logits.shape == (3, 784) and mu.shape == (3, 8)
+    assert CVAEConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_encoder_or_decoder_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="'mlp' or 'conv'"):
+        CVAEConfig(decoder="transformer")
