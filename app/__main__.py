@@ -42,13 +42,14 @@ def main(argv: list[str] | None = None) -> None:
             os.environ[f"CVAE_{name.upper()}"] = str(getattr(args, name))
     try:
         settings = get_settings()
-        resolve_device(settings.device)  # a missing CUDA device fails here, before any worker starts
+        device = resolve_device(settings.device)  # a missing CUDA device fails here, before any worker starts
     except (ValidationError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_json)
+    workers = settings.worker_count(cuda=device.type == "cuda")
     own_dir = None
-    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         own_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="cvae-metrics-")
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             factory=True,
             host=settings.host,
             port=settings.port,
-            workers=settings.workers,
+            workers=workers,
             log_config=log_config(settings.log_level, settings.log_json),
             access_log=False,
             timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,

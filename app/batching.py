@@ -1,13 +1,22 @@
-"""The dynamic batcher: many small requests share one forward pass.
+"""The dynamic batcher: many small requests share one forward pass; work is admitted by time, not count.
 
-Requests put a `Job` (rows of input tensors for one engine and one kind of work) on an asyncio
-queue; once `max_queue_depth` jobs wait for their forward pass (in the queue or in the batch being
-gathered) new work is refused at once (`Overloaded`). One worker task takes the first
-waiting job, gathers more until `max_batch_size` jobs, a row budget or `max_batch_wait_ms` is
-reached (it does not wait when no other request is being served, so a lone client pays no
-batching delay), concatenates the rows of jobs with the same (engine, kind), runs ONE forward pass per group
-on a single inference thread (off the event loop) and hands each job its slice of the outputs.
-Jobs whose caller gave up (timeout, disconnect) are dropped before computing.
+A request submits a `Job`: rows for one engine and one kind of work, with the request's deadline. The
+job's inputs may be built on the inference thread (`prepare`) and its rows turned into the final
+answer there too (`finish`: painting tiles, encoding the PNG), so the event loop only parses, awaits
+and sends.
+
+Admission: a `CostModel` estimates each job's seconds on the inference thread (forward rows, rendered
+pixels, a fixed part; rates learned from what the thread measures). A job is refused at once
+(`Overloaded`, 503 + Retry-After) when the estimated work queued ahead of it plus its own would end
+after its deadline, or when `max_queue_depth` jobs already wait. Small jobs (at most SMALL_JOB_S of
+estimated work) have their own lane, served first, so a light request waits for at most the one
+large job being computed, never for the whole queue of large ones.
+
+One worker task takes the next job (small lane first), gathers more of the same lane until
+`max_batch_size` jobs, the row budget or `max_batch_wait_ms` (it does not wait when no other request is
+being served, so a lone client pays no batching delay), and runs the batch on the single inference
+thread: one forward pass per (engine, kind) group, each job getting its own rows. Jobs whose deadline
+passed or whose caller gave up (timeout, disconnected client) are dropped before their forward pass.
 """
 
 from __future__ import annotations
@@ -15,20 +24,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from app import metrics
-from app.exceptions import InferenceTimeout, NotReady, Overloaded
+from app.exceptions import ClientGone, InferenceTimeout, NotReady, Overloaded
 
 log = logging.getLogger("app.batching")
+_REJECTED_QUEUE_FULL = metrics.REJECTED.labels("queue_full")
+_REJECTED_TIMEOUT = metrics.REJECTED.labels("timeout")
+_REJECTED_GONE = metrics.REJECTED.labels("client_gone")
 
 Outputs = tuple[torch.Tensor, ...]
+SMALL_JOB_S = 0.02  # estimated seconds at most: the small (priority) lane
+WATCH_CLIENT_AFTER_S = 0.02  # watch for a disconnect only when the estimated wait is longer than this
+_SMALL, _LARGE = 0, 1
 
 
 class Runner(Protocol):
@@ -47,23 +63,59 @@ class BatchStats:
     batch_rows: int
 
 
-@dataclass
+class CostModel:
+    """Estimated seconds of a job on the inference thread: a fixed part + rows x row time + pixels x pixel
+    time. Each rate starts from a guess, takes its first measurement as is, then follows a moving average
+    of what the thread measures."""
+
+    def __init__(
+        self, job_s: float = 2e-4, row_s: float = 2e-5, pixel_s: float = 1.5e-8, weight: float = 0.2
+    ):
+        self.job_s, self.row_s, self.pixel_s = job_s, row_s, pixel_s
+        self.weight = weight
+        self._seen: set[str] = set()
+
+    def estimate(self, jobs: int, rows: int, pixels: int) -> float:
+        return jobs * self.job_s + rows * self.row_s + pixels * self.pixel_s
+
+    def observe_pass(self, rows: int, seconds: float) -> None:
+        """A forward pass of `rows` took `seconds`."""
+        if rows >= 16:  # smaller passes are mostly fixed cost
+            self._follow("row_s", seconds / rows)
+
+    def observe_finish(self, pixels: int, seconds: float) -> None:
+        """Building and finishing one job's answer of `pixels` pixels took `seconds`."""
+        if pixels >= 200_000:
+            self._follow("pixel_s", max(0.0, seconds - self.job_s) / pixels)
+        else:
+            self._follow("job_s", max(0.0, seconds - pixels * self.pixel_s))
+
+    def _follow(self, rate: str, measured: float) -> None:
+        old = getattr(self, rate)
+        new = old + self.weight * (measured - old) if rate in self._seen else measured
+        self._seen.add(rate)
+        setattr(self, rate, new)
+
+
+@dataclass(eq=False)
 class Job:
-    """One request's rows for one forward pass."""
+    """One request's rows for one forward pass, and how to build and finish them."""
 
     runner: Runner
     kind: str
-    inputs: tuple[torch.Tensor, ...]
-    future: asyncio.Future[tuple[Outputs, BatchStats]]
+    rows: int
+    deadline: float  # time.perf_counter() by which the answer is due
+    future: asyncio.Future[tuple[Any, BatchStats]]
+    inputs: Outputs | None = None
+    prepare: Callable[[], Outputs] | None = None  # builds the inputs on the inference thread
+    finish: Callable[[Outputs], Any] | None = None  # the answer from the job's output rows (thread)
+    pixels: int = 0  # pixels `finish` renders (for the cost model)
+    lane: int = _SMALL
     enqueued: float = field(default_factory=time.perf_counter)
-
-    @property
-    def rows(self) -> int:
-        return int(self.inputs[0].shape[0])
 
 
 class Batcher:
-    """Bounded queue + one worker + one inference thread."""
+    """Two-lane queue with admission by estimated time + one worker + one inference thread."""
 
     def __init__(
         self,
@@ -72,14 +124,22 @@ class Batcher:
         max_queue_depth: int,
         max_batch_rows: int = 4096,
         requests_in_flight: Callable[[], int] | None = None,
+        cost: CostModel | None = None,
     ):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch_rows = max_batch_rows
         self.max_queue_depth = max_queue_depth
-        self._waiting = 0  # jobs submitted whose forward pass has not started
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._carry: collections.deque[Job] = collections.deque()
+        self.cost = cost or CostModel()
+        self._lanes: tuple[collections.deque[Job], collections.deque[Job]] = (
+            collections.deque(),
+            collections.deque(),
+        )
+        self._queued = [[0, 0, 0], [0, 0, 0]]  # per lane: jobs, rows, pixels waiting for their pass
+        self._running: list[Job] = []  # the batch on the inference thread
+        self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvae-inference")
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
@@ -94,41 +154,136 @@ class Batcher:
         """Refuse new work, finish every queued job, then stop the worker and the thread."""
         self._closing = True
         if self._worker is not None:
-            await self._queue.join()
+            while self._waiting() or self._running:
+                self._idle.clear()
+                await self._idle.wait()
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
+    async def calibrate(
+        self, runner: Runner, kind: str, jobs: list[tuple[int, int, Callable, Callable]]
+    ) -> None:
+        """Run (rows, pixels, prepare, finish) jobs one by one straight on the inference thread (no queue,
+        no metrics), so the cost model starts from this machine's speed."""
+        loop = asyncio.get_running_loop()
+        for rows, pixels, prepare, finish in jobs:
+            job = Job(runner, kind, rows, math.inf, loop.create_future(), None, prepare, finish, pixels)
+            await loop.run_in_executor(self._executor, _compute, [job], self.cost)
+
     # -- requests ------------------------------------------------------------------------------
     async def submit(
-        self, runner: Runner, kind: str, inputs: tuple[torch.Tensor, ...], timeout_s: float
+        self, runner: Runner, kind: str, inputs: Outputs, timeout_s: float
     ) -> tuple[Outputs, BatchStats]:
         """Queue rows for a forward pass and wait (at most `timeout_s`) for this request's slice."""
+        deadline = time.perf_counter() + timeout_s
+        return await self.run(runner, kind, rows=int(inputs[0].shape[0]), deadline=deadline, inputs=inputs)
+
+    async def run(
+        self,
+        runner: Runner,
+        kind: str,
+        *,
+        rows: int,
+        deadline: float,
+        inputs: Outputs | None = None,
+        prepare: Callable[[], Outputs] | None = None,
+        finish: Callable[[Outputs], Any] | None = None,
+        pixels: int = 0,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
+    ) -> tuple[Any, BatchStats]:
+        """Admit a job (or refuse it at once), then wait until `deadline` for its answer: `finish` of its
+        output rows, or the rows themselves. `disconnected` completes when the client goes away."""
         if self._closing:
             raise NotReady("the server is shutting down; retry on another instance")
-        if self._waiting >= self.max_queue_depth:
-            metrics.REJECTED.labels("queue_full").inc()
-            raise Overloaded(f"the inference queue is full ({self._waiting} requests waiting); retry shortly")
-        job = Job(runner, kind, inputs, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(job)
-        self._set_waiting(+1)
+        now = time.perf_counter()
+        own = self.cost.estimate(1, rows, pixels)
+        lane = _SMALL if own <= SMALL_JOB_S else _LARGE
+        self._admit(now, own, lane, deadline)
+        loop = asyncio.get_running_loop()
+        job = Job(runner, kind, rows, deadline, loop.create_future(), inputs, prepare, finish, pixels, lane)
+        self._enqueue(job)
+        watch = disconnected is not None and self._wait_estimate(lane) + own > WATCH_CLIENT_AFTER_S
         try:
-            return await asyncio.wait_for(job.future, timeout_s)
+            if watch:
+                return await self._wait_or_gone(job, deadline - now, disconnected)  # type: ignore[arg-type]
+            return await asyncio.wait_for(job.future, deadline - now)
         except TimeoutError:
-            metrics.REJECTED.labels("timeout").inc()
+            _REJECTED_TIMEOUT.inc()
             raise InferenceTimeout(
-                f"no result within the {timeout_s:g} s request timeout; retry shortly"
+                f"no result within the {deadline - now:.3g} s request timeout; retry shortly"
             ) from None
+
+    def _admit(self, now: float, own: float, lane: int, deadline: float) -> None:
+        waiting = self._waiting()
+        if waiting >= self.max_queue_depth:
+            _REJECTED_QUEUE_FULL.inc()
+            raise Overloaded(f"the inference queue is full ({waiting} requests waiting); retry shortly")
+        ahead = self._wait_estimate(lane)
+        if now + ahead + own > deadline:
+            _REJECTED_QUEUE_FULL.inc()
+            raise Overloaded(
+                f"the inference queue is full: about {ahead:.2f} s of work waits and this request needs "
+                f"{own:.3f} s, past its {deadline - now:.3g} s deadline; retry shortly"
+            )
+
+    def _wait_estimate(self, lane: int) -> float:
+        """Estimated seconds before a new job of `lane` starts: the running batch, the small lane, and
+        for a large job the large lane too."""
+        running = (
+            self.cost.estimate(
+                len(self._running), sum(j.rows for j in self._running), sum(j.pixels for j in self._running)
+            )
+            if self._running
+            else 0.0
+        )
+        lanes = (_SMALL,) if lane == _SMALL else (_SMALL, _LARGE)
+        return running + sum(self.cost.estimate(*self._queued[i]) for i in lanes)
+
+    async def _wait_or_gone(
+        self, job: Job, timeout_s: float, disconnected: Callable[[], Awaitable[object]]
+    ) -> tuple[Any, BatchStats]:
+        gone = asyncio.ensure_future(disconnected())
+        try:
+            done, _ = await asyncio.wait(
+                (job.future, gone), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+        if job.future in done:
+            return job.future.result()
+        job.future.cancel()  # dropped before its forward pass, if it has not started
+        if gone in done:
+            _REJECTED_GONE.inc()
+            raise ClientGone("the client closed the connection before its answer was ready")
+        raise TimeoutError
+
+    def _waiting(self) -> int:
+        return self._queued[_SMALL][0] + self._queued[_LARGE][0]
+
+    def _enqueue(self, job: Job) -> None:
+        self._lanes[job.lane].append(job)
+        self._count(job, +1)
+        self._arrived.set()
+
+    def _count(self, job: Job, sign: int) -> None:
+        queued = self._queued[job.lane]
+        queued[0] += sign
+        queued[1] += sign * job.rows
+        queued[2] += sign * job.pixels
+        metrics.QUEUE_DEPTH.inc(sign)
 
     # -- worker --------------------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
-            first = self._carry.popleft() if self._carry else await self._queue.get()
-            batch = [first]
-            try:
-                await self._fill(batch)
-            finally:
-                self._set_waiting(-len(batch))  # their forward pass starts now
+            if not self._waiting():
+                self._idle.set()
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = await self._gather()
+            for job in batch:
+                self._count(job, -1)  # their forward pass starts now
+            self._running = batch
             try:
                 for group in _group(batch):
                     await self._execute(group)
@@ -136,70 +291,99 @@ class Batcher:
                 log.exception("batch failed unexpectedly")
                 _fail(batch, RuntimeError("inference failed"))
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._running = []
 
-    def _set_waiting(self, change: int) -> None:
-        self._waiting += change
-        metrics.QUEUE_DEPTH.inc(change)
-
-    async def _fill(self, batch: list[Job]) -> None:
-        """Add waiting jobs to `batch` until it is full, the row budget is spent or the wait is over."""
+    async def _gather(self) -> list[Job]:
+        """The next batch: jobs of the small lane when it has any (waiting up to max_wait for more while
+        other requests are in flight), else the next large job; within the row budget. Gathered jobs
+        still count as waiting until their pass starts."""
+        lane = _SMALL if self._lanes[_SMALL] else _LARGE
+        first = self._lanes[lane].popleft()
+        batch, rows = [first], first.rows
+        if lane == _LARGE:
+            return batch
         deadline = time.perf_counter() + self.max_wait_s
-        rows = batch[0].rows
+        queue = self._lanes[_SMALL]
         while len(batch) < self.max_batch_size:
-            job = self._carry.popleft() if self._carry else self._next_nowait()
-            if job is None:
+            if not queue:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._nobody_else_coming(len(batch)):
-                    return
+                if remaining <= 0 or self._nobody_else_coming():
+                    break
+                self._arrived.clear()
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
-                    return
-            if rows + job.rows > self.max_batch_rows:
-                self._carry.append(job)  # first in the next batch
-                return
+                    break
+                continue
+            if rows + queue[0].rows > self.max_batch_rows:
+                break  # it heads the next batch
+            job = queue.popleft()
             rows += job.rows
             batch.append(job)
+        return batch
 
-    def _nobody_else_coming(self, batched: int) -> bool:
+    def _nobody_else_coming(self) -> bool:
         """True when every request being served is already in this batch or queued: waiting is futile."""
         if self._requests_in_flight is None:
             return False
-        return self._requests_in_flight() <= batched + len(self._carry) + self._queue.qsize()
-
-    def _next_nowait(self) -> Job | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+        return self._requests_in_flight() <= self._waiting()
 
     async def _execute(self, group: list[Job]) -> None:
-        """One forward pass for jobs of one (runner, kind); each future gets its rows."""
-        live = [job for job in group if not job.future.done()]
+        """One forward pass for jobs of one (runner, kind); each job gets its answer or its error."""
+        now = time.perf_counter()
+        live = []
+        for job in group:
+            if job.future.done():  # its caller gave up (timeout, disconnect): nothing to compute
+                continue
+            if job.deadline <= now:
+                _REJECTED_TIMEOUT.inc()
+                job.future.set_exception(InferenceTimeout("the request deadline passed while it was queued"))
+                continue
+            live.append(job)
         if not live:
             return
-        head = live[0]
-        started = time.perf_counter()
-        inputs = head.inputs if len(live) == 1 else _concat([job.inputs for job in live])
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: head.runner.run(head.kind, *inputs)
+            answers, compute = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _compute, live, self.cost
             )
         except Exception as exc:
-            log.exception("forward pass of %d %s jobs failed", len(live), head.kind)
+            log.exception("forward pass of %d %s jobs failed", len(live), live[0].kind)
             _fail(live, exc)
             return
-        compute = time.perf_counter() - started
-        _record(head.kind, live, started, compute)
-        sizes = [job.rows for job in live]
-        parts = list(zip(*(torch.split(out, sizes) for out in outputs), strict=True))
-        rows = sum(sizes)
-        for job, part in zip(live, parts, strict=True):
-            stats = BatchStats((started - job.enqueued) * 1000, compute * 1000, len(live), rows)
-            if not job.future.done():
-                job.future.set_result((tuple(part), stats))
+        _record(live[0].kind, live, now, compute)
+        rows = sum(job.rows for job in live)
+        for job, (ok, answer) in zip(live, answers, strict=True):
+            if job.future.done():
+                continue
+            if ok:
+                stats = BatchStats((now - job.enqueued) * 1000, compute * 1000, len(live), rows)
+                job.future.set_result((answer, stats))
+            else:
+                job.future.set_exception(answer)
+
+
+def _compute(live: list[Job], cost: CostModel) -> tuple[list[tuple[bool, Any]], float]:
+    """On the inference thread: build the inputs, ONE forward pass, then each job's answer (an error
+    of one job's `finish` fails that job only). Returns the answers and the forward pass's seconds."""
+    inputs = [job.inputs if job.inputs is not None else job.prepare() for job in live]  # type: ignore[misc]
+    started = time.perf_counter()
+    joined = inputs[0] if len(live) == 1 else _concat(inputs)
+    outputs = live[0].runner.run(live[0].kind, *joined)
+    compute = time.perf_counter() - started
+    cost.observe_pass(sum(job.rows for job in live), compute)
+    parts = zip(*(torch.split(out, [job.rows for job in live]) for out in outputs), strict=True)
+    answers: list[tuple[bool, Any]] = []
+    for job, part in zip(live, parts, strict=True):
+        if job.finish is None:
+            answers.append((True, tuple(part)))
+            continue
+        began = time.perf_counter()
+        try:
+            answers.append((True, job.finish(tuple(part))))
+        except Exception as exc:  # noqa: BLE001 - handed to that job's caller
+            answers.append((False, exc))
+        cost.observe_finish(job.pixels, time.perf_counter() - began)
+    return answers, compute
 
 
 def _group(batch: list[Job]) -> list[list[Job]]:
@@ -210,7 +394,7 @@ def _group(batch: list[Job]) -> list[list[Job]]:
     return list(groups.values())
 
 
-def _concat(inputs: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+def _concat(inputs: list[Outputs]) -> Outputs:
     return tuple(torch.cat(column) for column in zip(*inputs, strict=True))
 
 
@@ -224,5 +408,6 @@ def _record(kind: str, jobs: list[Job], started: float, compute: float) -> None:
     metrics.BATCH_SIZE.labels(kind).observe(len(jobs))
     metrics.BATCH_ROWS.labels(kind).observe(sum(job.rows for job in jobs))
     metrics.COMPUTE.labels(kind).observe(compute)
+    wait = metrics.QUEUE_WAIT.labels(kind)
     for job in jobs:
-        metrics.QUEUE_WAIT.labels(kind).observe(started - job.enqueued)
+        wait.observe(started - job.enqueued)

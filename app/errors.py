@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import imaging
 from app.exceptions import (
     BodyTimeout,
+    ClientGone,
     InferenceTimeout,
     InvalidInput,
     NotFound,
@@ -36,6 +37,7 @@ log = logging.getLogger("app.errors")
 
 RETRY_AFTER_OVERLOADED_S = 1
 RETRY_AFTER_NOT_READY_S = 5
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client is gone and never reads it, the logs do
 
 
 _IMAGE_STATUS = {
@@ -60,6 +62,8 @@ def http_error_for(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
         return 503, detail, {"Retry-After": str(RETRY_AFTER_NOT_READY_S)}
     if isinstance(exc, (Overloaded, InferenceTimeout)):
         return 503, detail, {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)}
+    if isinstance(exc, ClientGone):
+        return CLIENT_CLOSED_REQUEST, detail, {}
     if isinstance(exc, PayloadTooLarge):
         return 413, detail, {}
     if isinstance(exc, BodyTimeout):
@@ -113,13 +117,19 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.detail, dict(exc.headers or {}))
 
 
-async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+def domain_error_response(exc: Exception) -> JSONResponse | None:
+    """The answer to a known domain error (logged as a refusal), None for anything else."""
     mapped = http_error_for(exc)
     if mapped is None:
-        return await _on_unexpected(request, exc)
+        return None
     status, detail, headers = mapped
     log.info("request refused", extra={"status": status, "error": type(exc).__name__, "detail": detail})
     return error_response(status, detail, headers)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    response = domain_error_response(exc)
+    return response if response is not None else await _on_unexpected(request, exc)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -39,6 +39,10 @@ class InferenceTimeout(ServiceError):
     """The request did not get its result within `request_timeout_s`."""
 
 
+class ClientGone(ServiceError):
+    """The client closed its connection before its answer was ready (its work was dropped)."""
+
+
 class NotReady(ServiceError):
     """No model is loaded to serve the request (empty registry, unloadable active version, shutdown)."""
 

@@ -4,20 +4,24 @@
 image into rows of (x, label); the rows go through the dynamic batcher (the predict step, one forward
 pass shared with other requests) and come back as an image or posterior. Noise is drawn per request
 from a generator seeded by the request's seed, so the batch a request lands in never changes it.
+
+A generation's per-request work (noise, rows, painting the tiles, encoding the PNG) runs inside the
+batched step on the inference thread (`GenerationJob`), so the event loop only parses, awaits and sends.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from app import metrics
+from app import imaging, metrics
 from app.batching import Batcher, BatchStats
 from app.engine import DECODE, ENCODE, Engine
 from app.exceptions import InvalidInput
@@ -28,9 +32,10 @@ from model.config import IMAGE_PIXELS, IMAGE_SIDE
 
 @dataclass(frozen=True)
 class Generated:
-    """A generated image (H, W) float in [0, 1], white on black, and how it was made."""
+    """A generated image (H, W) float in [0, 1], white on black, its PNG and how it was made."""
 
     image: np.ndarray
+    png: bytes  # the image upscaled by `scale` (and inverted with `invert`), 8-bit grey
     version: str
     seed: int
     temperature: float
@@ -68,21 +73,33 @@ class GenerationPlan:
     shape: tuple[int, int]  # (samples, len(text)) in tiles
 
 
+def check_style(style: Sequence[float], latent_dim: int) -> torch.Tensor:
+    """The style as a (1, latent_dim) float32 row, or InvalidInput."""
+    if len(style) != latent_dim:
+        raise InvalidInput(
+            f"style must have exactly {latent_dim} values (the model's latent_dim), got {len(style)}"
+        )
+    if not all(math.isfinite(v) for v in style):
+        raise InvalidInput("style values must be finite numbers")
+    row = torch.tensor([list(style)], dtype=torch.float32)
+    if not torch.isfinite(row).all():  # e.g. 1e200: finite in JSON, infinite as float32
+        raise InvalidInput("style values must be within the float32 range (|value| < 3.4e38)")
+    return row
+
+
 def plan_generation(
     text: str, samples: int, seed: int, temperature: float, style: Sequence[float] | None, latent_dim: int
 ) -> GenerationPlan:
     """decode_request: one z per row (seeded eps * temperature, or the given style) for every digit."""
-    if style is not None:
-        if len(style) != latent_dim:
-            raise InvalidInput(
-                f"style must have exactly {latent_dim} values (the model's latent_dim), got {len(style)}"
-            )
-        if not all(math.isfinite(v) for v in style):
-            raise InvalidInput("style values must be finite numbers")
-        row_z = torch.tensor([list(style)], dtype=torch.float32)
-        if not torch.isfinite(row_z).all():  # e.g. 1e200: finite in JSON, infinite as float32
-            raise InvalidInput("style values must be within the float32 range (|value| < 3.4e38)")
-        row_z = row_z.expand(samples, latent_dim)
+    style_row = None if style is None else check_style(style, latent_dim)
+    return _plan(text, samples, seed, temperature, style_row, latent_dim)
+
+
+def _plan(
+    text: str, samples: int, seed: int, temperature: float, style_row: torch.Tensor | None, latent_dim: int
+) -> GenerationPlan:
+    if style_row is not None:
+        row_z = style_row.expand(samples, latent_dim)
     else:
         generator = torch.Generator().manual_seed(seed)
         row_z = temperature * torch.randn(samples, latent_dim, generator=generator)  # (samples, L)
@@ -102,6 +119,44 @@ def paint(plan: GenerationPlan, probs: torch.Tensor) -> np.ndarray:
     return image
 
 
+class GenerationJob:
+    """One /generate request's work on the inference thread: its rows before the shared forward pass,
+    its image and PNG after it."""
+
+    def __init__(
+        self,
+        text: str,
+        samples: int,
+        seed: int,
+        temperature: float,
+        style_row: torch.Tensor | None,
+        latent_dim: int,
+        scale: int,
+        invert: bool,
+    ):
+        self.text, self.samples, self.seed, self.temperature = text, samples, seed, temperature
+        self.style_row, self.latent_dim, self.scale, self.invert = style_row, latent_dim, scale, invert
+        self.rows = samples * sum(1 for ch in text if ch != " ")
+        self.pixels = (samples * len(text)) * (IMAGE_SIDE * scale) ** 2
+        self._plan: GenerationPlan | None = None
+
+    def prepare(self) -> tuple[torch.Tensor, ...]:
+        """decode_request: the seeded rows (z, y)."""
+        self._plan = _plan(
+            self.text, self.samples, self.seed, self.temperature, self.style_row, self.latent_dim
+        )
+        return self._plan.z, self._plan.y
+
+    def finish(self, outputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, bytes]:
+        """encode_response: the painted image and its PNG."""
+        (probs,) = outputs
+        assert self._plan is not None
+        if self.style_row is not None and not torch.isfinite(probs).all():  # huge styles overflow
+            raise InvalidInput("style values this large overflow the model; use values like /encode's mu")
+        image = paint(self._plan, probs)
+        return image, imaging.to_png(image, scale=self.scale, invert=self.invert)
+
+
 class Inference:
     """Generate and encode through the model pool and the batcher."""
 
@@ -112,6 +167,7 @@ class Inference:
         self.batcher = batcher
         self.default_temperature = default_temperature
         self.timeout_s = timeout_s
+        self._digits: dict[str, Any] = {}  # version -> its labelled counter child, made once
 
     async def predict(self, engine: Engine, kind: str, *inputs: torch.Tensor) -> tuple[tuple, BatchStats]:
         """The predict step: rows through the batcher, one shared forward pass."""
@@ -125,21 +181,42 @@ class Inference:
         temperature: float | None = None,
         style: Sequence[float] | None = None,
         version: str | None = None,
+        *,
+        scale: int = 1,
+        invert: bool = False,
+        deadline: float | None = None,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Generated:
         """Handwriting of `text` (checked by `app.limits.check_text`), `samples` rows, reproducible from
-        (seed, parameters, version)."""
+        (seed, parameters, version). `deadline` (a `time.perf_counter()` reading, default now + the
+        request timeout) covers the whole computation; `disconnected` completes when the client leaves."""
+        deadline = time.perf_counter() + self.timeout_s if deadline is None else deadline
         seed = secrets.randbits(63) if seed is None else seed
         engine = await self.pool.get(version)
         if temperature is None:
             temperature = (
                 engine.default_temperature if self.default_temperature is None else self.default_temperature
             )
-        plan = plan_generation(text, samples, seed, temperature, style, engine.latent_dim)
-        (probs,), stats = await self.predict(engine, DECODE, plan.z, plan.y)
-        if style is not None and not torch.isfinite(probs).all():  # huge style values overflow the network
-            raise InvalidInput("style values this large overflow the model; use values like /encode's mu")
-        metrics.DIGITS.labels(engine.version).inc(len(plan.cells))
-        return Generated(paint(plan, probs), engine.version, seed, temperature, stats)
+        style_row = None if style is None else check_style(style, engine.latent_dim)
+        job = GenerationJob(text, samples, seed, temperature, style_row, engine.latent_dim, scale, invert)
+        (image, png), stats = await self.batcher.run(
+            engine,
+            DECODE,
+            rows=job.rows,
+            deadline=deadline,
+            prepare=job.prepare,
+            finish=job.finish,
+            pixels=job.pixels,
+            disconnected=disconnected,
+        )
+        self._digit_counter(engine.version).inc(job.rows)
+        return Generated(image, png, engine.version, seed, temperature, stats)
+
+    def _digit_counter(self, version: str) -> Any:
+        counter = self._digits.get(version)
+        if counter is None:
+            counter = self._digits[version] = metrics.DIGITS.labels(version)
+        return counter
 
     async def encode(
         self, pixels: np.ndarray, label: int | None = None, version: str | None = None
@@ -171,6 +248,16 @@ class Inference:
         metrics.UPLOAD_RECON_MSE.labels(engine.version).observe(mse)
         metrics.UPLOAD_NEG_ELBO.labels(engine.version).observe(-result.elbo)
         return result
+
+    async def calibrate(self) -> None:
+        """Time a light and a large generation on the inference thread (no queue, no metrics), so the
+        admission estimates start from this machine's speed rather than a guess."""
+        engine = await self.pool.get(None)
+        jobs = []
+        for text, samples, scale in (("42", 1, 1), ("0123456789", 4, 8)) * 2:
+            job = GenerationJob(text, samples, 0, 1.0, None, engine.latent_dim, scale, False)
+            jobs.append((job.rows, job.pixels, job.prepare, job.finish))
+        await self.batcher.calibrate(engine, DECODE, jobs)
 
 
 def _one_hot(label: int, size: int) -> torch.Tensor:

@@ -6,10 +6,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from app.api import fastpath
 from app.api.routes import api_router
 from app.api.routes.web import STATIC_DIR
 from app.errors import install_error_handlers
-from app.middleware import BodyLimitMiddleware, InFlight, RequestContextMiddleware
+from app.middleware import InFlight, RequestMiddleware
 from app.service import lifespan
 from app.settings import Settings, get_settings
 
@@ -43,9 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router(settings))
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # Added innermost first: context (outermost) -> CORS -> body limit -> routes.
+    # Added innermost first: CORS (outermost, when configured) -> request middleware -> routes.
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+        RequestMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        in_flight=app.state.in_flight,
+        fast_path=fastpath.GenerateFastPath(lambda: app.state.service),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -55,5 +60,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
         )
-    app.add_middleware(RequestContextMiddleware, in_flight=app.state.in_flight)
     return app

@@ -1,12 +1,20 @@
-"""Pure-ASGI middleware: request context (id, metrics, access log) and the request body limit."""
+"""The one pure-ASGI middleware in front of the routes: request context (id, in-flight count, metrics,
+access log), the request body limits (size and arrival time) and the dispatch of the common
+POST /generate to its fast path (app/api/fastpath.py).
+
+One layer instead of one per concern: every layer is a coroutine call and closures per request, and
+this is the hot path of every endpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +26,7 @@ from app.logs import set_request_id
 log = logging.getLogger("app.access")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_REQUEST_ID = b"x-request-id"
 # After refusing a body, read (and drop) at most this much more of it so the client sees the 413
 # instead of a reset connection; a bigger or slower body is cut off.
 _DRAIN_BYTES = 64 * 1024 * 1024
@@ -31,6 +40,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+class FastPath(Protocol):
+    """A request served without the app's routing (app/api/fastpath.py), handing anything else to it."""
+
+    def handles(self, scope: Scope) -> bool: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, route_app: ASGIApp) -> None: ...
+
+
 class InFlight:
     """How many requests this process is serving now (the batcher reads it to decide whether to wait)."""
 
@@ -38,19 +55,71 @@ class InFlight:
         self.count = 0
 
 
-class RequestContextMiddleware:
-    """X-Request-ID (echoed when valid, else generated), in-flight count, metrics and the access log."""
+class RequestIds:
+    """32-hex-digit request ids, unique across processes and restarts without a random draw per request:
+    a random per-process prefix (16 digits) and a counter (16 digits)."""
 
-    def __init__(self, app: ASGIApp, in_flight: InFlight | None = None):
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+class _Observed:
+    """Labelled metric children, made once per (endpoint, method, status) instead of per request."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        key = (endpoint, method, status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = metrics.REQUESTS.labels(endpoint, method, str(status))
+        latency = self._latency.get(endpoint)
+        if latency is None:
+            latency = self._latency[endpoint] = metrics.REQUEST_LATENCY.labels(endpoint)
+        counter.inc()
+        latency.observe(seconds)
+
+
+class RequestMiddleware:
+    """X-Request-ID (echoed when valid, else generated), in-flight count, metrics, the access log, and
+    the body limits: 413 for bodies over `max_bytes` (at once from Content-Length, else while counting
+    the stream); 408 when the body has not fully arrived `timeout_s` after the headers (a client
+    trickling bytes, or sending none, would otherwise hold its connection and request slot for ever)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 30.0,
+        in_flight: InFlight | None = None,
+        fast_path: FastPath | None = None,
+    ):
         self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.in_flight = in_flight or InFlight()
+        self.fast_path = fast_path
+        self._ids = RequestIds()
+        self._observed = _Observed()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
-        request_id = given if given and _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        given = declared = None
+        for key, value in scope["headers"]:
+            if key == _REQUEST_ID:
+                given = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value
+        request_id = given if given and _VALID_REQUEST_ID.match(given) else self._ids.next()
+        id_header = (_REQUEST_ID, request_id.encode())
         set_request_id(request_id)
         status = 0  # 0 until the response starts
         started = time.perf_counter()
@@ -59,14 +128,19 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+                headers = message.get("headers", [])
+                if any(k == _REQUEST_ID for k, _ in headers):
+                    headers = [(k, v) for k, v in headers if k != _REQUEST_ID]
+                message["headers"] = [*headers, id_header]
             await send(message)
 
         metrics.IN_FLIGHT.inc()
         self.in_flight.count += 1
         try:
-            await self.app(scope, receive, send_with_id)
+            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(scope, receive, send_with_id, self._too_large(), more_body=True)
+            else:
+                await self._limited(scope, receive, send_with_id)
         except Exception as exc:  # the last line of defence: log it, answer a generic 500
             response = unexpected_error_response(scope["method"], scope["path"], exc)
             if status == 0:
@@ -74,41 +148,10 @@ class RequestContextMiddleware:
         finally:
             self.in_flight.count -= 1
             metrics.IN_FLIGHT.dec()
-            self._observe(scope, status or 500, time.perf_counter() - started)
+            self._log(scope, status or 500, time.perf_counter() - started)
 
-    @staticmethod
-    def _observe(scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
-        metrics.REQUESTS.labels(endpoint, scope["method"], str(status)).inc()
-        metrics.REQUEST_LATENCY.labels(endpoint).observe(seconds)
-        log.info(
-            "%s %s %d",
-            scope["method"],
-            scope["path"],
-            status,
-            extra={"status": status, "duration_ms": round(seconds * 1000, 3), "endpoint": endpoint},
-        )
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`: at once from Content-Length, else while counting the stream.
-    408 when the body has not fully arrived `timeout_s` after the headers: a client trickling bytes
-    (or sending none) would otherwise hold its connection and request slot for ever."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0):
-        self.app = app
-        self.max_bytes = max_bytes
-        self.timeout_s = timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send, self._too_large(), more_body=True)
-            return
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, reading its body under the size and time limits."""
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         received = 0
         refused = complete = responded = False
@@ -142,7 +185,23 @@ class BodyLimitMiddleware:
                 responded = True
                 await send(message)
 
-        await self.app(scope, counting_receive, guarded_send)
+        if self.fast_path is not None and self.fast_path.handles(scope):
+            await self.fast_path(scope, counting_receive, guarded_send, self.app)
+        else:
+            await self.app(scope, counting_receive, guarded_send)
+
+    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        self._observed.observe(endpoint, scope["method"], status, seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={"status": status, "duration_ms": round(seconds * 1000, 3), "endpoint": endpoint},
+            )
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body larger than the {self.max_bytes} byte limit")

@@ -50,10 +50,11 @@ class Service:
 
     async def start(self) -> None:
         """Start the batcher and load the active version; an empty or broken registry leaves us unready."""
-        torch.set_num_threads(self.settings.intra_op_threads())
+        torch.set_num_threads(self.settings.intra_op_threads(cuda=self.pool.device.type == "cuda"))
         self.batcher.start()
         try:
             engine = await self.pool.get(None)
+            await self.inference.calibrate()  # admission estimates from this machine's speed
         except Exception as exc:  # any failure: log it, stay up, answer 503 until a version loads
             log.error("no model loaded at startup, /readyz answers 503: %s", exc)
         else:

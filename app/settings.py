@@ -7,7 +7,6 @@ to `create_app`, so nothing here is read at import time.
 from __future__ import annotations
 
 import json
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.cpus import available_cpus
 from model.config import IMAGE_PIXELS
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64)
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto", description="uvicorn worker processes; auto = the CPUs this process may use (1 on CUDA)."
+    )
     torch_threads: int = Field(0, ge=0, description="Intra-op threads per worker; 0 = automatic.")
     max_batch_size: int = Field(64, ge=1, le=1024, description="Requests sharing one forward pass.")
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long a batch waits to fill.")
@@ -85,13 +87,20 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    def intra_op_threads(self) -> int:
-        """Torch threads for this worker: the setting, else its share of the cores minus one for the
-        event loop, at most 4 (idle OpenMP threads spin and steal the loop's core; small batches gain
-        nothing from more)."""
+    def worker_count(self, cuda: bool = False) -> int:
+        """Worker processes: the setting, or with `auto` one per CPU this process may use (cgroup-aware)
+        and a single one on CUDA (one process owns the GPU and batches for it)."""
+        if self.workers != "auto":
+            return self.workers
+        return 1 if cuda else available_cpus()
+
+    def intra_op_threads(self, cuda: bool = False) -> int:
+        """Torch threads for this worker: the setting, else its share of the CPUs minus one for the
+        event loop, at least 1 and at most 4 (idle OpenMP threads spin and steal the loop's core; small
+        batches gain nothing from more)."""
         if self.torch_threads:
             return self.torch_threads
-        return min(4, max(1, (os.cpu_count() or 1) // self.workers - 1))
+        return min(4, max(1, available_cpus() // self.worker_count(cuda) - 1))
 
 
 @lru_cache(maxsize=1)

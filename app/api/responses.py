@@ -1,15 +1,19 @@
-"""Helpers shared by the inference routes: PNG rendering off the event loop and timing headers."""
+"""Helpers shared by the inference routes (and the /generate fast path): PNG rendering off the event
+loop, timing blocks and headers, the client-disconnect waiter."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import time
+from collections.abc import Awaitable, Callable
 
 import numpy as np
+from starlette.types import Receive
 
 from app import imaging
 from app.batching import BatchStats
+from app.inference import Generated
 from app.schemas import InferenceMetrics
 
 # Encoding a PNG of more pixels than this runs on a worker thread, so big images do not stall the loop.
@@ -41,6 +45,23 @@ def timing(started: float, stats: BatchStats) -> InferenceMetrics:
         compute_ms=round(stats.compute_ms, 3),
         batch_size=stats.batch_size,
     )
+
+
+def generated_headers(result: Generated, inference_ms: float) -> dict[str, str]:
+    """Headers of a /generate answer."""
+    return {**timing_headers(result.version, inference_ms), "X-Seed": str(result.seed)}
+
+
+def until_disconnected(receive: Receive) -> Callable[[], Awaitable[None]]:
+    """A waiter that returns once the client has gone (call it only after the body was read)."""
+
+    async def wait() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            await asyncio.sleep(
+                0.05
+            )  # (uvicorn blocks until the disconnect; this only guards a server that would not)
+
+    return wait
 
 
 def timing_headers(version: str, inference_ms: float) -> dict[str, str]:

@@ -63,6 +63,7 @@ def server_env(registry: Path, port: int, env: dict[str, str] | None, **settings
         CVAE_PORT=str(port),
         CVAE_HOST="127.0.0.1",
         CVAE_LOG_JSON="true",
+        CVAE_WORKERS="1",  # one process, whose state the tests observe; a test asks for more explicitly
     )
     result.update({f"CVAE_{name.upper()}": str(value) for name, value in settings.items()})
     result.update(env or {})

@@ -20,7 +20,7 @@ from app.exceptions import (
     PayloadTooLarge,
     redact,
 )
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import RequestMiddleware
 from model.errors import CheckpointError, ModelError, RegistryError, VersionNotFoundError
 
 
@@ -79,8 +79,7 @@ def _app() -> FastAPI:
     async def full() -> None:
         raise Overloaded("queue full")
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=1024)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestMiddleware, max_bytes=1024)
     return app
 
 

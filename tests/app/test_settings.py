@@ -24,7 +24,7 @@ def test_defaults_match_the_documented_contract() -> None:
         Path("registry"),
         "127.0.0.1",
         8000,
-        1,
+        "auto",
         "auto",
     )
     assert (s.max_body_bytes, s.max_image_pixels) == (5_000_000, 16_000_000)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app import imaging
@@ -45,7 +45,11 @@ def encode_metrics(result: Encoded, started: float) -> EncodeMetrics:
 
 @router.post("/encode", response_model=EncodeResponse, responses=UPLOAD_ERRORS, summary="Encode a digit")
 async def encode_digit(
-    file: FileField, service: ServiceDep, label: LabelField = None, version: VersionQuery = None
+    file: FileField,
+    service: ServiceDep,
+    label: LabelField = None,
+    version: VersionQuery = None,
+    format: Annotated[Literal["json"], Query(description="json (the only format of /encode)")] = "json",
 ) -> JSONResponse:
     """Posterior (mu, log_var), label probabilities and ELBO terms of an uploaded digit."""
     started = time.perf_counter()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import FormatQuery, ServiceDep, VersionQuery
-from app.api.responses import b64, render_png, timing, timing_headers
+from app.api.responses import b64, generated_headers, timing, until_disconnected
 from app.schemas import GenerateRequest, GenerateResponse, error_responses
 from model.config import IMAGE_SIDE
 
@@ -37,18 +37,31 @@ PNG_OR_JSON: dict[int | str, dict[str, Any]] = {
     summary="Write a number in handwriting",
 )
 async def generate_digits(
-    body: GenerateRequest, service: ServiceDep, version: VersionQuery = None, format: FormatQuery = "png"
+    body: GenerateRequest,
+    service: ServiceDep,
+    request: Request,
+    version: VersionQuery = None,
+    format: FormatQuery = "png",
 ) -> Response:
-    """One row per sample; without `style`, each row is one writer (one z) drawn from `seed`."""
+    """One row per sample; without `style`, each row is one writer (one z) drawn from `seed`.
+
+    (Plain PNG requests are usually answered by `app.api.fastpath` with this same call and answer.)"""
     started = time.perf_counter()
     result = await service.inference.generate(
-        body.text, body.samples, body.seed, body.temperature, body.style, version
+        body.text,
+        body.samples,
+        body.seed,
+        body.temperature,
+        body.style,
+        version,
+        scale=body.scale,
+        invert=body.invert,
+        disconnected=until_disconnected(request.receive),
     )
-    png = await render_png(result.image, scale=body.scale, invert=body.invert)
     spent = timing(started, result.stats)
-    headers = {**timing_headers(result.version, spent.inference_ms), "X-Seed": str(result.seed)}
+    headers = generated_headers(result, spent.inference_ms)
     if format == "png":
-        return Response(png, media_type="image/png", headers=headers)
+        return Response(result.png, media_type="image/png", headers=headers)
     height, width = (side * body.scale for side in result.image.shape)
     payload = GenerateResponse(
         model_version=result.version,
@@ -56,7 +69,7 @@ async def generate_digits(
         temperature=result.temperature,
         width=width,
         height=height,
-        image_png_base64=b64(png),
+        image_png_base64=b64(result.png),
         metrics=spent,
     )
     return JSONResponse(payload.model_dump(), headers=headers)
