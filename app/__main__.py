@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(
-            "app.main:create_app",
+            "app.main:serve",
             factory=True,
             host=settings.host,
             port=settings.port,

@@ -5,26 +5,34 @@ job's inputs may be built on the inference thread (`prepare`) and its rows turne
 answer there too (`finish`: painting tiles, encoding the PNG), so the event loop only parses, awaits
 and sends.
 
-Admission: a `CostModel` estimates each job's seconds on the inference thread (forward rows, rendered
-pixels, a fixed part; rates learned from what the thread measures). A job is refused at once
-(`Overloaded`, 503 + Retry-After) when the estimated work queued ahead of it plus its own would end
-after its deadline, or when `max_queue_depth` jobs already wait. Small jobs (at most SMALL_JOB_S of
-estimated work) have their own lane, served first, so a light request waits for at most the one
-large job being computed, never for the whole queue of large ones.
+Two lanes, each with its own queue, worker task and thread: small jobs (at most SMALL_JOB_S of
+estimated work: nearly every request) on the inference thread, large ones (e.g. 32 digits x 16 samples
+x scale 8) on a second thread at a lower OS priority. A light request never waits behind large ones,
+and the event loop and the small lane keep the CPU when large work piles up.
 
-One worker task takes the next job (small lane first), gathers more of the same lane until
-`max_batch_size` jobs, the row budget or `max_batch_wait_ms` (it does not wait when no other request is
-being served, so a lone client pays no batching delay), and runs the batch on the single inference
-thread: one forward pass per (engine, kind) group, each job getting its own rows. Jobs whose deadline
-passed or whose caller gave up (timeout, disconnected client) are dropped before their forward pass.
+Admission: a `CostModel` estimates each job's seconds (forward rows, rendered pixels, a fixed part;
+rates measured at start-up and followed as the threads work). A job is refused at once (`Overloaded`,
+503 + Retry-After) when ADMISSION_MARGIN x (the estimated work of its lane ahead of it + its own)
+would end after its deadline, or when `max_queue_depth` jobs already wait. The margin covers what
+the estimate cannot see: a burst shares the cores with the HTTP side and the other lane.
+
+A lane's worker takes the next job, gathers more (small lane) until `max_batch_size` jobs, the row
+budget or `max_batch_wait_ms` (it does not wait when no other request is being served), and runs the
+batch on its thread: one forward pass per (engine, kind) group, each job getting its own rows. A lone
+small request (nothing else in flight) is computed by the worker on the event loop: it saves two
+thread hand-offs and nobody waits for the loop. Jobs that can no longer finish before their deadline,
+or whose caller gave up (timeout, disconnected client), are dropped before their forward pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +50,11 @@ _REJECTED_TIMEOUT = metrics.REJECTED.labels("timeout")
 _REJECTED_GONE = metrics.REJECTED.labels("client_gone")
 
 Outputs = tuple[torch.Tensor, ...]
-SMALL_JOB_S = 0.02  # estimated seconds at most: the small (priority) lane
-WATCH_CLIENT_AFTER_S = 0.02  # watch for a disconnect only when the estimated wait is longer than this
+SMALL_JOB_S = 0.02  # estimated seconds at most: the small lane
+INLINE_JOB_S = 0.003  # estimated seconds at most: a lone request computed on the event loop
+ADMISSION_MARGIN = 2.0
+WATCH_CLIENT_AFTER_S = 0.25  # watch for a disconnect only when the estimated wait is longer than this
+LARGE_LANE_NICE = 10  # OS priority offset of the large lane's thread
 _SMALL, _LARGE = 0, 1
 
 
@@ -114,8 +125,28 @@ class Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+class _Lane:
+    """One lane: its queue, what waits in it, the batch being computed, its worker's wake-up and thread."""
+
+    def __init__(self, thread_name: str, initializer: Callable[[], None] | None = None):
+        self.queue: collections.deque[Job] = collections.deque()
+        self.waiting = [0, 0, 0]  # jobs, rows, pixels submitted whose pass has not started
+        self.running: list[Job] = []
+        self.arrived = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name, initializer=initializer)
+        self.worker: asyncio.Task[None] | None = None
+
+
+def _lower_priority() -> None:
+    """Run this thread at a lower OS priority (Linux: a thread has its own nice value)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LARGE_LANE_NICE)
+
+
 class Batcher:
-    """Two-lane queue with admission by estimated time + one worker + one inference thread."""
+    """Two lanes (queue + worker + thread each) with admission by estimated time and deadline."""
 
     def __init__(
         self,
@@ -131,35 +162,28 @@ class Batcher:
         self.max_batch_rows = max_batch_rows
         self.max_queue_depth = max_queue_depth
         self.cost = cost or CostModel()
-        self._lanes: tuple[collections.deque[Job], collections.deque[Job]] = (
-            collections.deque(),
-            collections.deque(),
-        )
-        self._queued = [[0, 0, 0], [0, 0, 0]]  # per lane: jobs, rows, pixels waiting for their pass
-        self._running: list[Job] = []  # the batch on the inference thread
-        self._arrived = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvae-inference")
-        self._worker: asyncio.Task[None] | None = None
+        self._lanes = (_Lane("cvae-inference"), _Lane("cvae-inference-large", _lower_priority))
         self._closing = False
-        self._requests_in_flight = requests_in_flight  # None: always wait up to max_wait_ms
+        self._requests_in_flight = requests_in_flight  # None: always wait up to max_wait_ms, never inline
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker task on the running loop."""
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name="cvae-batcher")
+        """Start the lanes' worker tasks on the running loop."""
+        loop = asyncio.get_running_loop()
+        for index, lane in enumerate(self._lanes):
+            lane.worker = loop.create_task(self._work(lane), name=f"cvae-batcher-{index}")
 
     async def stop(self) -> None:
-        """Refuse new work, finish every queued job, then stop the worker and the thread."""
+        """Refuse new work, finish every queued job, then stop the workers and the threads."""
         self._closing = True
-        if self._worker is not None:
-            while self._waiting() or self._running:
-                self._idle.clear()
-                await self._idle.wait()
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        for lane in self._lanes:
+            if lane.worker is not None:
+                while lane.waiting[0] or lane.running:
+                    lane.idle.clear()
+                    await lane.idle.wait()
+                lane.worker.cancel()
+                await asyncio.gather(lane.worker, return_exceptions=True)
+            lane.executor.shutdown(wait=True)
 
     async def calibrate(
         self, runner: Runner, kind: str, jobs: list[tuple[int, int, Callable, Callable]]
@@ -169,7 +193,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         for rows, pixels, prepare, finish in jobs:
             job = Job(runner, kind, rows, math.inf, loop.create_future(), None, prepare, finish, pixels)
-            await loop.run_in_executor(self._executor, _compute, [job], self.cost)
+            await loop.run_in_executor(self._lanes[_SMALL].executor, _compute, [job], self.cost)
 
     # -- requests ------------------------------------------------------------------------------
     async def submit(
@@ -198,15 +222,15 @@ class Batcher:
             raise NotReady("the server is shutting down; retry on another instance")
         now = time.perf_counter()
         own = self.cost.estimate(1, rows, pixels)
-        lane = _SMALL if own <= SMALL_JOB_S else _LARGE
-        self._admit(now, own, lane, deadline)
+        index = _SMALL if own <= SMALL_JOB_S else _LARGE
+        lane = self._lanes[index]
+        ahead = self._admit(now, own, lane, deadline)
         loop = asyncio.get_running_loop()
-        job = Job(runner, kind, rows, deadline, loop.create_future(), inputs, prepare, finish, pixels, lane)
-        self._enqueue(job)
-        watch = disconnected is not None and self._wait_estimate(lane) + own > WATCH_CLIENT_AFTER_S
+        job = Job(runner, kind, rows, deadline, loop.create_future(), inputs, prepare, finish, pixels, index)
+        self._enqueue(lane, job)
         try:
-            if watch:
-                return await self._wait_or_gone(job, deadline - now, disconnected)  # type: ignore[arg-type]
+            if disconnected is not None and ahead + own > WATCH_CLIENT_AFTER_S:
+                return await self._wait_or_gone(job, deadline - now, disconnected)
             return await asyncio.wait_for(job.future, deadline - now)
         except TimeoutError:
             _REJECTED_TIMEOUT.inc()
@@ -214,31 +238,25 @@ class Batcher:
                 f"no result within the {deadline - now:.3g} s request timeout; retry shortly"
             ) from None
 
-    def _admit(self, now: float, own: float, lane: int, deadline: float) -> None:
-        waiting = self._waiting()
+    def _admit(self, now: float, own: float, lane: _Lane, deadline: float) -> float:
+        """The estimated seconds of work ahead of a new job in `lane`, or Overloaded."""
+        waiting = self._lanes[_SMALL].waiting[0] + self._lanes[_LARGE].waiting[0]
         if waiting >= self.max_queue_depth:
             _REJECTED_QUEUE_FULL.inc()
             raise Overloaded(f"the inference queue is full ({waiting} requests waiting); retry shortly")
-        ahead = self._wait_estimate(lane)
-        if now + ahead + own > deadline:
+        running = lane.running
+        ahead = self.cost.estimate(*lane.waiting)
+        if running:
+            ahead += self.cost.estimate(
+                len(running), sum(j.rows for j in running), sum(j.pixels for j in running)
+            )
+        if now + ADMISSION_MARGIN * (ahead + own) > deadline:
             _REJECTED_QUEUE_FULL.inc()
             raise Overloaded(
                 f"the inference queue is full: about {ahead:.2f} s of work waits and this request needs "
-                f"{own:.3f} s, past its {deadline - now:.3g} s deadline; retry shortly"
+                f"{own:.3f} s, too much for its {deadline - now:.3g} s deadline; retry shortly"
             )
-
-    def _wait_estimate(self, lane: int) -> float:
-        """Estimated seconds before a new job of `lane` starts: the running batch, the small lane, and
-        for a large job the large lane too."""
-        running = (
-            self.cost.estimate(
-                len(self._running), sum(j.rows for j in self._running), sum(j.pixels for j in self._running)
-            )
-            if self._running
-            else 0.0
-        )
-        lanes = (_SMALL,) if lane == _SMALL else (_SMALL, _LARGE)
-        return running + sum(self.cost.estimate(*self._queued[i]) for i in lanes)
+        return ahead
 
     async def _wait_or_gone(
         self, job: Job, timeout_s: float, disconnected: Callable[[], Awaitable[object]]
@@ -258,60 +276,59 @@ class Batcher:
             raise ClientGone("the client closed the connection before its answer was ready")
         raise TimeoutError
 
-    def _waiting(self) -> int:
-        return self._queued[_SMALL][0] + self._queued[_LARGE][0]
+    def _enqueue(self, lane: _Lane, job: Job) -> None:
+        lane.queue.append(job)
+        self._count(lane, job, +1)
+        lane.arrived.set()
 
-    def _enqueue(self, job: Job) -> None:
-        self._lanes[job.lane].append(job)
-        self._count(job, +1)
-        self._arrived.set()
+    @staticmethod
+    def _count(lane: _Lane, job: Job, sign: int, gauge: bool = True) -> None:
+        waiting = lane.waiting
+        waiting[0] += sign
+        waiting[1] += sign * job.rows
+        waiting[2] += sign * job.pixels
+        if gauge:
+            metrics.QUEUE_DEPTH.inc(sign)
 
-    def _count(self, job: Job, sign: int) -> None:
-        queued = self._queued[job.lane]
-        queued[0] += sign
-        queued[1] += sign * job.rows
-        queued[2] += sign * job.pixels
-        metrics.QUEUE_DEPTH.inc(sign)
-
-    # -- worker --------------------------------------------------------------------------------
-    async def _work(self) -> None:
+    # -- workers -------------------------------------------------------------------------------
+    async def _work(self, lane: _Lane) -> None:
         while True:
-            if not self._waiting():
-                self._idle.set()
-                self._arrived.clear()
-                await self._arrived.wait()
-            batch = await self._gather()
+            if not lane.waiting[0]:
+                lane.idle.set()
+                lane.arrived.clear()
+                await lane.arrived.wait()
+            batch = await self._gather(lane)
             for job in batch:
-                self._count(job, -1)  # their forward pass starts now
-            self._running = batch
+                self._count(lane, job, -1, gauge=False)  # their forward pass starts now
+            metrics.QUEUE_DEPTH.dec(len(batch))
+            lane.running = batch
             try:
                 for group in _group(batch):
-                    await self._execute(group)
+                    await self._execute(lane, group)
             except Exception:  # never let the worker die: fail this batch, keep serving
                 log.exception("batch failed unexpectedly")
                 _fail(batch, RuntimeError("inference failed"))
             finally:
-                self._running = []
+                lane.running = []
 
-    async def _gather(self) -> list[Job]:
-        """The next batch: jobs of the small lane when it has any (waiting up to max_wait for more while
-        other requests are in flight), else the next large job; within the row budget. Gathered jobs
-        still count as waiting until their pass starts."""
-        lane = _SMALL if self._lanes[_SMALL] else _LARGE
-        first = self._lanes[lane].popleft()
+    async def _gather(self, lane: _Lane) -> list[Job]:
+        """The lane's next batch: the first job, then (small lane) more until the batch is full, the row
+        budget is spent or the wait is over (waiting only while other requests are in flight). Gathered
+        jobs still count as waiting until their pass starts."""
+        queue = lane.queue
+        first = queue.popleft()
         batch, rows = [first], first.rows
-        if lane == _LARGE:
+        if lane is self._lanes[_LARGE]:
             return batch
         deadline = time.perf_counter() + self.max_wait_s
-        queue = self._lanes[_SMALL]
         while len(batch) < self.max_batch_size:
             if not queue:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._nobody_else_coming():
                     break
-                self._arrived.clear()
+                lane.arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                    await asyncio.wait_for(lane.arrived.wait(), remaining)
                 except TimeoutError:
                     break
                 continue
@@ -323,29 +340,42 @@ class Batcher:
         return batch
 
     def _nobody_else_coming(self) -> bool:
-        """True when every request being served is already in this batch or queued: waiting is futile."""
+        """True when every request being served is already gathered or queued: waiting is futile."""
         if self._requests_in_flight is None:
             return False
-        return self._requests_in_flight() <= self._waiting()
+        return self._requests_in_flight() <= self._lanes[_SMALL].waiting[0] + self._lanes[_LARGE].waiting[0]
 
-    async def _execute(self, group: list[Job]) -> None:
+    def _lone_small(self, lane: _Lane, live: list[Job]) -> bool:
+        """Whether `live` is one small job of the only request being served (by the time a worker runs,
+        every request that had arrived has started and is counted in flight)."""
+        if self._requests_in_flight is None or len(live) != 1 or lane is not self._lanes[_SMALL]:
+            return False
+        job = live[0]
+        return self._requests_in_flight() <= 1 and self.cost.estimate(1, job.rows, job.pixels) <= INLINE_JOB_S
+
+    async def _execute(self, lane: _Lane, group: list[Job]) -> None:
         """One forward pass for jobs of one (runner, kind); each job gets its answer or its error."""
         now = time.perf_counter()
         live = []
         for job in group:
             if job.future.done():  # its caller gave up (timeout, disconnect): nothing to compute
                 continue
-            if job.deadline <= now:
+            if now + self.cost.estimate(1, job.rows, job.pixels) > job.deadline:  # it could not make it
                 _REJECTED_TIMEOUT.inc()
-                job.future.set_exception(InferenceTimeout("the request deadline passed while it was queued"))
+                job.future.set_exception(
+                    InferenceTimeout("the request could not be computed within its deadline; retry shortly")
+                )
                 continue
             live.append(job)
         if not live:
             return
         try:
-            answers, compute = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _compute, live, self.cost
-            )
+            if self._lone_small(lane, live):
+                answers, compute = _compute(live, self.cost)  # here on the loop: no thread hand-off
+            else:
+                answers, compute = await asyncio.get_running_loop().run_in_executor(
+                    lane.executor, _compute, live, self.cost
+                )
         except Exception as exc:
             log.exception("forward pass of %d %s jobs failed", len(live), live[0].kind)
             _fail(live, exc)

@@ -109,7 +109,7 @@ def to_png(pixels: np.ndarray, *, scale: int = 1, invert: bool = False) -> bytes
     np.subtract(wide[:, 1:], wide[:, :-1], out=first[:, 2:])  # modulo 256, as PNG defines it
     for repeat in range(1, scale):
         scanlines[repeat::scale, 0] = _PNG_FILTER_UP
-    packer = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    packer = zlib.compressobj(6, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     data = packer.compress(scanlines.reshape(-1).data) + packer.flush()
     header = struct.pack(">IIBBBBB", width * scale, height * scale, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
     return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 from app.errors import error_response, http_error_for, unexpected_error_response
 from app.exceptions import BodyTimeout, PayloadTooLarge
-from app.logs import set_request_id
+from app.logs import access_record, set_request_id
 
 log = logging.getLogger("app.access")
 
@@ -142,8 +142,8 @@ class RequestMiddleware:
             else:
                 await self._limited(scope, receive, send_with_id)
         except Exception as exc:  # the last line of defence: log it, answer a generic 500
-            response = unexpected_error_response(scope["method"], scope["path"], exc)
-            if status == 0:
+            if status == 0:  # (else the app's own error handler has logged it and answered)
+                response = unexpected_error_response(scope["method"], scope["path"], exc)
                 await response(scope, receive, send_with_id)
         finally:
             self.in_flight.count -= 1
@@ -195,13 +195,8 @@ class RequestMiddleware:
         endpoint = getattr(route, "path", None) or "unmatched"
         self._observed.observe(endpoint, scope["method"], status, seconds)
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={"status": status, "duration_ms": round(seconds * 1000, 3), "endpoint": endpoint},
-            )
+            extra = {"status": status, "duration_ms": round(seconds * 1000, 3), "endpoint": endpoint}
+            log.handle(access_record(log, "%s %s %d", (scope["method"], scope["path"], status), extra))
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body larger than the {self.max_bytes} byte limit")

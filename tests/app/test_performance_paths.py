@@ -1,0 +1,135 @@
+"""The hot path's shortcuts answer exactly what the plain route answers: the /generate fast path, the
+direct PNG writer, the work-based admission of the batcher and the CPU count behind CVAE_WORKERS=auto."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.batching import Batcher, CostModel
+from app.cpus import available_cpus, cgroup_quota
+from app.exceptions import Overloaded
+from app.imaging import to_png
+from app.settings import Settings
+
+
+def test_the_fast_path_and_the_route_give_the_same_png(http: httpx.Client) -> None:
+    body = {"text": "4 2", "samples": 2, "seed": 9, "scale": 2, "invert": True}
+    fast = http.post("/generate", json=body)  # JSON body, no query: the fast path
+    routed = http.post("/generate", params={"format": "png"}, json=body)  # a query: the FastAPI route
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    for header in ("content-type", "x-model-version", "x-seed"):
+        assert fast.headers[header] == routed.headers[header]
+    assert float(fast.headers["x-inference-ms"]) > 0 and fast.headers["server-timing"].startswith(
+        "inference;"
+    )
+
+
+def test_bodies_the_fast_path_does_not_take_get_the_route_s_answer(http: httpx.Client) -> None:
+    bad = http.post("/generate", content=b'{"text": "4a"}', headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "text"]
+    plain = http.post(
+        "/generate", content=b'{"text": "7", "seed": 1}', headers={"content-type": "text/plain"}
+    )
+    fast = http.post("/generate", json={"text": "7", "seed": 1})
+    assert plain.status_code == 422 or plain.content == fast.content  # whatever the route says, not ours
+
+
+def test_encode_refuses_a_format_it_does_not_serve(http: httpx.Client) -> None:
+    png = to_png(np.zeros((28, 28), dtype=np.float32))
+    response = http.post("/encode", params={"format": "xml"}, files={"file": ("d.png", png, "image/png")})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "format"]
+
+
+@pytest.mark.parametrize("scale", [1, 2, 8])
+@pytest.mark.parametrize("invert", [False, True])
+def test_the_png_writer_matches_pillow_pixel_for_pixel(scale: int, invert: bool) -> None:
+    image = np.random.default_rng(scale).random((56, 84), dtype=np.float32)
+    image[:, :28] = 0  # a blank tile: long runs
+    decoded = np.asarray(Image.open(io.BytesIO(to_png(image, scale=scale, invert=invert))))
+    grey = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    expected = (255 - grey if invert else grey).repeat(scale, axis=0).repeat(scale, axis=1)
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, expected)
+
+
+def test_work_that_cannot_finish_before_its_deadline_is_refused_at_once() -> None:
+    class Slow:
+        def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            time.sleep(0.05)
+            return inputs
+
+    async def body() -> None:
+        cost = CostModel(job_s=0.05, row_s=0.0, pixel_s=0.0)  # a job is known to take 50 ms
+        batcher = Batcher(64, 0, 1000, cost=cost)
+        batcher.start()
+        rows = (torch.zeros(1, 1),)
+        deadline = time.perf_counter() + 0.5
+        jobs = [
+            asyncio.ensure_future(batcher.run(Slow(), "decode", rows=1, deadline=deadline, inputs=rows))
+            for _ in range(20)
+        ]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, Overloaded)]
+        served = [r for r in results if not isinstance(r, BaseException)]
+        assert refused and served and len(refused) + len(served) == 20  # nothing timed out late
+        assert all("queue is full" in str(r) for r in refused)
+        assert time.perf_counter() <= deadline + 0.05  # the served ones all finished in time
+        await batcher.stop()
+
+    asyncio.run(body())
+
+
+def test_a_large_job_does_not_hold_up_small_ones() -> None:
+    class Runner:
+        def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            time.sleep(0.3 if inputs[0].shape[0] > 100 else 0.001)
+            return inputs
+
+    async def body() -> None:
+        batcher = Batcher(64, 0, 1000, cost=CostModel(job_s=1e-4, row_s=1e-3, pixel_s=0.0))
+        batcher.start()
+        deadline = time.perf_counter() + 5
+        large = asyncio.ensure_future(
+            batcher.run(Runner(), "decode", rows=512, deadline=deadline, inputs=(torch.zeros(512, 1),))
+        )
+        await asyncio.sleep(0.02)  # the large one is being computed
+        started = time.perf_counter()
+        await batcher.run(Runner(), "decode", rows=1, deadline=deadline, inputs=(torch.zeros(1, 1),))
+        assert time.perf_counter() - started < 0.2  # not after the 0.3 s large job
+        await large
+        await batcher.stop()
+
+    asyncio.run(body())
+
+
+def test_cpus_follow_the_cgroup_quota(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/job\n")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_quota(tmp_path, proc) == 1.5
+    assert available_cpus(tmp_path, proc) == min(2, available_cpus(tmp_path / "none", proc))
+    (tmp_path / "job" / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(tmp_path, proc) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu" / "job").mkdir(parents=True)
+    (v1 / "cpu" / "job" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "job" / "cpu.cfs_period_us").write_text("100000\n")
+    proc.write_text("3:cpu,cpuacct:/job\n")
+    assert cgroup_quota(v1, proc) == 1.0 and available_cpus(v1, proc) == 1
+
+
+def test_auto_workers_are_the_usable_cpus_and_one_on_cuda() -> None:
+    assert Settings().workers == "auto"
+    assert Settings().worker_count() == available_cpus()
+    assert Settings().worker_count(cuda=True) == 1
+    assert Settings(workers=3).worker_count(cuda=True) == 3
