@@ -77,7 +77,7 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
 
 @contextmanager
 def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
-    """Start one server kind with the settings `make serve` uses; yields (base URL, pid)."""
+    """Start one server kind; yields (base URL, pid). `project` has the settings `make serve` uses."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CVAE_")}
     env.update(PYTHONPATH=str(REPO), CVAE_REGISTRY=str(registry), CVAE_PORT=str(port))
@@ -85,7 +85,9 @@ def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
     if kind in ("naive", "plain"):
         command = [sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port)]
     elif kind == "unbatched":
-        env.update(CVAE_MAX_BATCH_SIZE="1", CVAE_MAX_BATCH_WAIT_MS="0")
+        env.update(CVAE_MAX_BATCH_SIZE="1", CVAE_MAX_BATCH_WAIT_MS="0", CVAE_WORKERS="1")
+    elif kind == "batched":  # one worker (the soak and quality tools)
+        env.update(CVAE_WORKERS="1")
     elif kind == "batched-2w":
         env.update(CVAE_WORKERS="2")
     with running(command, log, env=env) as process:
