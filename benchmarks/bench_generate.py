@@ -39,9 +39,9 @@ from benchmarks.bench_report import Phase, render, write_doc
 from benchmarks.raw_client import hammer, post_request
 from loadtest.processes import free_port, running, wait_http_ok
 from model.checkpoint import save_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
+from training.presets import preset
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = {"text": "42"}

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
 from tests.app.server import running_server
 from tests.factories import train_tiny
+from training.presets import preset
 
 pytestmark = [
     pytest.mark.gpu,

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
 from tests.app.server import running_server
 from training.data import load_bundled
+from training.presets import preset
 
 ADMIN_TOKEN = "test-admin-token"
 
