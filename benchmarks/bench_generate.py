@@ -28,16 +28,18 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
 
 from benchmarks.bench_report import Phase, render, write_doc
 from benchmarks.raw_client import hammer, post_request
-from loadtest.processes import free_port, running, wait_http_ok
+from loadtest.processes import free_port
+from loadtest.server import APP_COMMAND, start_server
 from model.checkpoint import save_checkpoint
 from model.config import preset
 from model.network import CVAE
@@ -69,25 +71,22 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
     )
 
 
+SERVER_SETTINGS: dict[str, dict[str, Any]] = {  # CVAE_* settings of the service kinds
+    "unbatched": {"max_batch_size": 1, "max_batch_wait_ms": 0},
+    "batched-2w": {"workers": 2},
+}
+
+
 @contextmanager
 def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
     """Start one server kind; yields (base URL, pid)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVAE_")}
-    env.update(
-        PYTHONPATH=str(REPO), CVAE_REGISTRY=str(registry), CVAE_PORT=str(port), CVAE_LOG_LEVEL="warning"
-    )
-    command = [sys.executable, "-m", "app"]
+    command: Sequence[str] = APP_COMMAND
     if kind == "naive":
-        command = [sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port)]
-    elif kind == "unbatched":
-        env.update(CVAE_MAX_BATCH_SIZE="1", CVAE_MAX_BATCH_WAIT_MS="0")
-    elif kind == "batched-2w":
-        env.update(CVAE_WORKERS="2")
-    with running(command, log, env=env) as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/readyz", 120, process, log)
-        yield url, process.pid
+        command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
+    settings = {"log_level": "warning", **SERVER_SETTINGS.get(kind, {})}
+    with start_server(registry, port=port, command=command, log_path=log, timeout_s=120, **settings) as started:
+        yield started.base_url, started.process.pid
 
 
 # -- load phases ---------------------------------------------------------------------------------

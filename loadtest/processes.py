@@ -1,4 +1,6 @@
-"""Child processes of the load test: started in their own process group, always stopped.
+"""Child processes (the service, Prometheus, Locust): started in their own process group, always stopped.
+
+Shared by the load test, the benchmarks and the tests; loadtest/server.py builds the service on it.
 
 Every process runs in a new session so that a Ctrl-C in the terminal reaches only the runner, which then
 stops the children in order (SIGTERM to the whole group, SIGKILL after a grace period): uvicorn workers
@@ -81,8 +83,8 @@ def http_status(url: str, timeout_s: float = 2.0) -> int | None:
 
 
 def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = None,
-                 log_path: Path | None = None) -> None:
-    """Poll `url` until it answers 200; fail early if `proc` exits, with its log tail."""
+                 log_path: Path | None = None, name: str = "process") -> None:
+    """Poll `url` until it answers 200; fail early if `proc` (called `name`) exits, with its log tail."""
     deadline = time.monotonic() + timeout_s
     status = None
     while time.monotonic() < deadline:
@@ -91,8 +93,8 @@ def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
             return
         if proc is not None and proc.poll() is not None:
             tail = log_tail(log_path) if log_path else ""
-            raise StartError(f"{proc.args!r} exited with {proc.returncode}:\n{tail}")
-        time.sleep(0.25)
+            raise StartError(f"{name} exited with {proc.returncode} ({proc.args!r}):\n{tail}")
+        time.sleep(0.1)
     tail = log_tail(log_path) if log_path else ""
     raise StartError(f"{url} did not answer 200 within {timeout_s:.0f} s (last answer: {status})\n{tail}")
 

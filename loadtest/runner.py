@@ -30,6 +30,7 @@ from typing import Any
 
 from loadtest import figures, report
 from loadtest.processes import free_port, run_foreground, running, stop, wait_http_ok
+from loadtest.server import start_server
 from loadtest.prom import PromClient, PromError, scrape_config, server_command
 from loadtest.warmup import model_version, warm_up
 
@@ -72,23 +73,18 @@ def report_dir(out: Path) -> Path:
     raise FileExistsError(f"no free report directory name under {out}")
 
 
-def start_service(stack: contextlib.ExitStack, args: argparse.Namespace, run_dir: Path, tmp: Path) -> str:
+def start_service(stack: contextlib.ExitStack, args: argparse.Namespace, run_dir: Path) -> str:
     """Train if the registry is empty, then start `python -m app` on a free port; returns its URL."""
     say(f"model: python -m training --if-empty --registry {args.registry} {args.train_args}".rstrip())
     run_foreground([sys.executable, "-m", "training", "--registry", str(args.registry), "--if-empty",
                     *shlex.split(args.train_args)])
-    port = free_port()
-    env = {**os.environ, "CVAE_REGISTRY": str(args.registry), "CVAE_HOST": "127.0.0.1",
-           "CVAE_PORT": str(port), "CVAE_WORKERS": str(args.workers)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    if args.workers > 1:  # each worker writes its metrics there; /metrics adds them up
-        (tmp / "multiproc").mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "multiproc")
-    url = f"http://127.0.0.1:{port}"
-    say(f"service: python -m app on {url} ({args.workers} worker(s)), log {run_dir / 'service.log'}")
-    proc = stack.enter_context(running([sys.executable, "-m", "app"], run_dir / "service.log", env))
-    wait_http_ok(f"{url}/readyz", args.startup_timeout, proc, run_dir / "service.log")
-    return url
+    port, log = free_port(), run_dir / "service.log"
+    say(f"service: python -m app on http://127.0.0.1:{port} ({args.workers} worker(s)), log {log}")
+    # The CVAE_* settings of our environment configure the service (the multiprocess metrics
+    # directory of several workers is made by `python -m app` itself).
+    server = stack.enter_context(start_server(args.registry, port=port, log_path=log, inherit_settings=True,
+                                              timeout_s=args.startup_timeout, workers=args.workers))
+    return server.base_url
 
 
 def start_prometheus(stack: contextlib.ExitStack, target: str, args: argparse.Namespace,
@@ -157,7 +153,7 @@ def execute(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Start what is needed, measure, and stop everything again."""
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="cvae-loadtest-") as tmp_name:
         tmp = Path(tmp_name)
-        target = args.target.rstrip("/") if args.target else start_service(stack, args, run_dir, tmp)
+        target = args.target.rstrip("/") if args.target else start_service(stack, args, run_dir)
         if args.target:
             wait_http_ok(f"{target}/readyz", args.startup_timeout)
         if args.prometheus_url:
