@@ -85,7 +85,9 @@ def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
     if kind == "naive":
         command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
     settings = {"log_level": "warning", **SERVER_SETTINGS.get(kind, {})}
-    with start_server(registry, port=port, command=command, log_path=log, timeout_s=120, **settings) as started:
+    with start_server(
+        registry, port=port, command=command, log_path=log, timeout_s=120, **settings
+    ) as started:
         yield started.base_url, started.process.pid
 
 

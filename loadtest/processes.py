@@ -58,13 +58,20 @@ def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> int | None:
 
 
 @contextlib.contextmanager
-def running(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-            grace_s: float = 20.0) -> Iterator[subprocess.Popen]:
+def running(
+    cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None, grace_s: float = 20.0
+) -> Iterator[subprocess.Popen]:
     """Run `cmd` in its own process group with output to `log_path`; stop it when the block ends."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         yield proc
     finally:
@@ -82,8 +89,13 @@ def http_status(url: str, timeout_s: float = 2.0) -> int | None:
         return None
 
 
-def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = None,
-                 log_path: Path | None = None, name: str = "process") -> None:
+def wait_http_ok(
+    url: str,
+    timeout_s: float,
+    proc: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+    name: str = "process",
+) -> None:
     """Poll `url` until it answers 200; fail early if `proc` (called `name`) exits, with its log tail."""
     deadline = time.monotonic() + timeout_s
     status = None

@@ -120,8 +120,13 @@ def start_server(
         )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, temporary_log)
     try:
-        wait_http_ok(server.base_url + ("/readyz" if ready else "/healthz"), timeout_s, process, log_path,
-                     name="server")
+        wait_http_ok(
+            server.base_url + ("/readyz" if ready else "/healthz"),
+            timeout_s,
+            process,
+            log_path,
+            name="server",
+        )
     except BaseException:
         server.stop(5)
         raise

@@ -9,11 +9,11 @@ import httpx
 import pytest
 import torch
 
+from loadtest.server import start_server
 from model.checkpoint import load_checkpoint
 from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
-from loadtest.server import start_server
 from tests.builders.models import train_tiny
 
 pytestmark = [

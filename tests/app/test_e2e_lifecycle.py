@@ -12,8 +12,8 @@ import httpx
 import pytest
 import torch
 
-from model.registry import Registry
 from loadtest.server import start_server
+from model.registry import Registry
 from tests.builders.http import generate_concurrently
 from tests.builders.metrics import scrape, value
 

@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 
 
-# --- measuring results ----------------------------------------------------------------------------------------
+# --- measuring results ------------------------------------------------------------------------------------
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

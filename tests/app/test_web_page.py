@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from model.registry import Registry
 from loadtest.server import start_server
+from model.registry import Registry
 from tests.builders.browser import (
     chromium_missing_reason,
     draw_stroke,

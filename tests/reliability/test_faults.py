@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model.registry import Registry
 from loadtest.server import ServerProcess, start_server
+from model.registry import Registry
 from tests.builders import figures
 from tests.builders.checks import assert_clean_error, assert_log_has_no_traceback
 from tests.builders.faults import plant

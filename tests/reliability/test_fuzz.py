@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from model.registry import Registry
 from loadtest.server import ServerProcess
+from model.registry import Registry
 from tests.builders import figures
 from tests.builders.checks import assert_clean_error_body, assert_log_has_no_traceback
 from tests.builders.images import digit_png

@@ -1,8 +1,8 @@
 """Hostile requests through the real server: every one gets its documented answer quickly, memory stays
 bounded, and a slow or oversized body neither hangs its connection nor stalls anyone else.
 
-The corpus (tests/builders/corpus.py) is generated, not downloaded. imaging's own tests cover these files at the
-function level; these go through HTTP, the multipart parser, the body limits and the event loop.
+The corpus (tests/builders/corpus.py) is generated, not downloaded. imaging's own tests cover these files at
+the function level; these go through HTTP, the multipart parser, the body limits and the event loop.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import pytest
 from app.api import deps
 from app.main import create_app
 from app.settings import Settings
-from model.registry import Registry
 from loadtest.server import ServerProcess, start_server
+from model.registry import Registry
 from tests.builders import figures
 from tests.builders.checks import assert_clean_error
 from tests.builders.faults import marker_path
