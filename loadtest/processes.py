@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -57,21 +57,28 @@ def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> int | None:
     return proc.returncode
 
 
-@contextlib.contextmanager
-def running(
-    cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None, grace_s: float = 20.0
-) -> Iterator[subprocess.Popen]:
-    """Run `cmd` in its own process group with output to `log_path`; stop it when the block ends."""
+def spawn(
+    cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own process group, its output appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(cmd),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=None if env is None else dict(env),
             start_new_session=True,
         )
+
+
+@contextlib.contextmanager
+def running(
+    cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, grace_s: float = 20.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `cmd` (see `spawn`); stop it when the block ends."""
+    proc = spawn(cmd, log_path, env)
     try:
         yield proc
     finally:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.processes import free_port, stop, wait_http_ok
+from loadtest.processes import free_port, spawn, stop, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[1]
 APP_COMMAND = (sys.executable, "-m", "app")
@@ -108,25 +108,12 @@ def start_server(
     if log_path is None:
         with tempfile.NamedTemporaryFile(prefix="cvae-server-", suffix=".log", delete=False) as log_file:
             log_path = Path(log_file.name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=server_env(registry, port, settings, env=env, inherit_settings=inherit_settings),
-            start_new_session=True,
-        )
+    environment = server_env(registry, port, settings, env=env, inherit_settings=inherit_settings)
+    process = spawn(command, log_path, environment)
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, temporary_log)
+    url = server.base_url + ("/readyz" if ready else "/healthz")
     try:
-        wait_http_ok(
-            server.base_url + ("/readyz" if ready else "/healthz"),
-            timeout_s,
-            process,
-            log_path,
-            name="server",
-        )
+        wait_http_ok(url, timeout_s, process, log_path, name="server")
     except BaseException:
         server.stop(5)
         raise
