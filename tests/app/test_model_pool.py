@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app import metrics
-from app.errors import NotReady
+from app.exceptions import NotReady
 from app.model_pool import ModelPool
 from model.errors import CheckpointError, VersionNotFoundError
 from model.registry import Registry
