@@ -12,7 +12,7 @@ import tempfile
 import uvicorn
 from pydantic import ValidationError
 
-from app.logging import configure_logging, log_config
+from app.logs import configure_logging, log_config
 from app.settings import get_settings
 from model.device import resolve_device
 
