@@ -30,9 +30,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -41,11 +42,12 @@ from app.settings import Settings
 from benchmarks import hey
 from benchmarks.bench_report import Overload, Result, render, write_doc
 from benchmarks.raw_client import burst, post_request
-from loadtest.processes import free_port, running, wait_http_ok
+from loadtest.processes import free_port
+from loadtest.server import APP_COMMAND, start_server
 from model.checkpoint import save_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
+from training.presets import preset
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT = {"text": "42"}
@@ -75,25 +77,25 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
     )
 
 
+SERVER_SETTINGS: dict[str, dict[str, Any]] = {  # CVAE_* settings of the service kinds
+    "project": {"workers": "auto"},  # what `make serve` runs: every setting at its default
+    "batched": {"workers": 1},  # one worker (the soak and the quality tools)
+    "unbatched": {"max_batch_size": 1, "max_batch_wait_ms": 0, "workers": 1},
+    "batched-2w": {"workers": 2},
+}
+
+
 @contextmanager
 def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
-    """Start one server kind; yields (base URL, pid). `project` has the settings `make serve` uses."""
+    """Start one server kind with the settings `make serve` uses; yields (base URL, pid)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVAE_")}
-    env.update(PYTHONPATH=str(REPO), CVAE_REGISTRY=str(registry), CVAE_PORT=str(port))
-    command = [sys.executable, "-m", "app"]
+    command: Sequence[str] = APP_COMMAND
     if kind in ("naive", "plain"):
-        command = [sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port)]
-    elif kind == "unbatched":
-        env.update(CVAE_MAX_BATCH_SIZE="1", CVAE_MAX_BATCH_WAIT_MS="0", CVAE_WORKERS="1")
-    elif kind == "batched":  # one worker (the soak and quality tools)
-        env.update(CVAE_WORKERS="1")
-    elif kind == "batched-2w":
-        env.update(CVAE_WORKERS="2")
-    with running(command, log, env=env) as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/readyz", 120, process, log)
-        yield url, process.pid
+        command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
+    with start_server(
+        registry, port=port, command=command, log_path=log, timeout_s=120, **SERVER_SETTINGS.get(kind, {})
+    ) as started:
+        yield started.base_url, started.process.pid
 
 
 def cpu_seconds(pid: int) -> float:

@@ -8,12 +8,12 @@ import time
 import httpx
 import pytest
 
-from tests.app.conftest import ADMIN_TOKEN
-from tests.app.metrics_text import scrape, value
-from tests.app.server import generate_concurrently
+from tests.builders.http import generate_concurrently
+from tests.builders.images import digit_png
+from tests.builders.metrics import scrape, value
+from tests.builders.servers import ADMIN_TOKEN, AUTH
 
 pytestmark = pytest.mark.timeout(180)
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def test_healthz_and_readyz(http: httpx.Client, active_version: str) -> None:
@@ -33,6 +33,10 @@ def test_models_lists_versions_with_metadata(
     entry = next(v for v in body["versions"] if v["name"] == active_version)
     assert entry["active"] and entry["loaded"] and entry["error"] is None
     assert entry["metadata"]["config"]["latent_dim"] == 4 and "val_neg_elbo" in entry["metadata"]["metrics"]
+    # the two facts a client needs are fields of the entry, typed, not buried in the metadata
+    assert (
+        entry["latent_dim"] == 4 and entry["default_temperature"] == entry["metadata"]["default_temperature"]
+    )
 
 
 def test_model_artifacts(http: httpx.Client, active_version: str) -> None:
@@ -75,8 +79,6 @@ def test_metrics_move(http: httpx.Client, mnist) -> None:  # noqa: ANN001
     for _ in range(3):
         assert http.post("/generate", json={"text": "12 3", "samples": 2}).status_code == 200
     http.post("/generate", json={"text": "\u0663"})
-    from tests.app.test_e2e_uploads import digit_png
-
     http.post("/encode", files={"file": ("d.png", digit_png(mnist[0][0]), "image/png")})
     after = scrape(http)
 

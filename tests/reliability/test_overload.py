@@ -20,11 +20,11 @@ import pytest
 from PIL import Image
 
 from benchmarks.raw_client import post_request
-from tests.app.metrics_text import scrape, value
-from tests.reliability import figures
-from tests.reliability.checks import assert_clean_error_body, assert_log_has_no_traceback
-from tests.reliability.conftest import serving
-from tests.reliability.rawhttp import RawResponse, burst
+from loadtest.server import start_server
+from tests.builders import figures
+from tests.builders.checks import assert_clean_error_body, assert_log_has_no_traceback
+from tests.builders.metrics import scrape, value
+from tests.builders.rawhttp import RawResponse, burst
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,7 +53,7 @@ def poll(url: str, stop: threading.Event, samples: list[tuple[str, int, float]])
 
 def test_a_burst_far_above_capacity_sheds_fast_and_recovers(two_versions: Path) -> None:
     with (
-        serving(two_versions, request_timeout_s=TIMEOUT_S) as server,
+        start_server(two_versions, request_timeout_s=TIMEOUT_S) as server,
         httpx.Client(base_url=server.base_url, timeout=30) as client,
     ):
         side: list[tuple[str, int, float]] = []
