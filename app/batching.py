@@ -5,10 +5,10 @@ job's inputs may be built on the inference thread (`prepare`) and its rows turne
 answer there too (`finish`: painting tiles, encoding the PNG), so the event loop only parses, awaits
 and sends.
 
-Two lanes, each with its own queue, worker task and thread: small jobs (at most SMALL_JOB_S of
-estimated work: nearly every request) on the inference thread, large ones (e.g. 32 digits x 16 samples
-x scale 8) on a second thread at a lower OS priority. A light request never waits behind large ones,
-and the event loop and the small lane keep the CPU when large work piles up.
+Two lanes, each with its own queue, worker task and thread: small jobs (at most SMALL_JOB_ROWS rows
+and SMALL_JOB_PIXELS output pixels: nearly every request) on the inference thread, large ones (e.g.
+32 digits x 16 samples x scale 8) on a second thread at a lower OS priority. A light request never
+waits behind large ones, and the event loop and the small lane keep the CPU when large work piles up.
 
 Admission: a `CostModel` estimates each job's seconds (forward rows, rendered pixels, a fixed part;
 rates measured at start-up and followed as the threads work). A job is refused at once (`Overloaded`,
@@ -50,7 +50,10 @@ _REJECTED_TIMEOUT = metrics.REJECTED.labels("timeout")
 _REJECTED_GONE = metrics.REJECTED.labels("client_gone")
 
 Outputs = tuple[torch.Tensor, ...]
-SMALL_JOB_S = 0.02  # estimated seconds at most: the small lane
+# The small lane: jobs of at most this many rows and output pixels (by size, not by a measured time,
+# which a busy machine inflates): every request but the biggest renderings.
+SMALL_JOB_ROWS = 256
+SMALL_JOB_PIXELS = 2_000_000
 INLINE_JOB_S = 0.003  # estimated seconds at most: a lone request computed on the event loop
 ADMISSION_MARGIN = 2.0
 WATCH_CLIENT_AFTER_S = 0.25  # watch for a disconnect only when the estimated wait is longer than this
@@ -132,6 +135,7 @@ class _Lane:
         self.queue: collections.deque[Job] = collections.deque()
         self.waiting = [0, 0, 0]  # jobs, rows, pixels submitted whose pass has not started
         self.running: list[Job] = []
+        self.running_size = (0, 0, 0)  # jobs, rows, pixels of `running`
         self.arrived = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -222,7 +226,7 @@ class Batcher:
             raise NotReady("the server is shutting down; retry on another instance")
         now = time.perf_counter()
         own = self.cost.estimate(1, rows, pixels)
-        index = _SMALL if own <= SMALL_JOB_S else _LARGE
+        index = _SMALL if rows <= SMALL_JOB_ROWS and pixels <= SMALL_JOB_PIXELS else _LARGE
         lane = self._lanes[index]
         ahead = self._admit(now, own, lane, deadline)
         loop = asyncio.get_running_loop()
@@ -244,12 +248,7 @@ class Batcher:
         if waiting >= self.max_queue_depth:
             _REJECTED_QUEUE_FULL.inc()
             raise Overloaded(f"the inference queue is full ({waiting} requests waiting); retry shortly")
-        running = lane.running
-        ahead = self.cost.estimate(*lane.waiting)
-        if running:
-            ahead += self.cost.estimate(
-                len(running), sum(j.rows for j in running), sum(j.pixels for j in running)
-            )
+        ahead = self.cost.estimate(*lane.waiting) + self.cost.estimate(*lane.running_size)
         if now + ADMISSION_MARGIN * (ahead + own) > deadline:
             _REJECTED_QUEUE_FULL.inc()
             raise Overloaded(
@@ -302,6 +301,7 @@ class Batcher:
                 self._count(lane, job, -1, gauge=False)  # their forward pass starts now
             metrics.QUEUE_DEPTH.dec(len(batch))
             lane.running = batch
+            lane.running_size = (len(batch), sum(j.rows for j in batch), sum(j.pixels for j in batch))
             try:
                 for group in _group(batch):
                     await self._execute(lane, group)
@@ -310,6 +310,7 @@ class Batcher:
                 _fail(batch, RuntimeError("inference failed"))
             finally:
                 lane.running = []
+                lane.running_size = (0, 0, 0)
 
     async def _gather(self, lane: _Lane) -> list[Job]:
         """The lane's next batch: the first job, then (small lane) more until the batch is full, the row
