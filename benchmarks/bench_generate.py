@@ -118,11 +118,23 @@ def cpu_seconds(pid: int) -> float:
     return sum(ticks.get(p, 0) for p in family) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pid: int, idle_share: float = 0.1, timeout_s: float = 90.0) -> None:
+    """Wait until the server's processes use less than `idle_share` of a CPU over a second: every
+    worker has started (imports, model, calibration), so none of that is measured."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < idle_share:
+            return
+
+
 # -- phases --------------------------------------------------------------------------------------
 def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> Result:
     """Every phase against one server kind."""
     with server(kind, registry, log) as (url, pid):
         generate = f"{url}/generate"
+        settle(pid)  # /readyz answers once one worker is up; the others may still be loading
         hey.hey(generate, LIGHT, clients=8, requests=400)  # warm-up
         result = Result(single=hey.hey(generate, LIGHT, clients=1, requests=args.requests))
         cpu_before = cpu_seconds(pid)
