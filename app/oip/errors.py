@@ -1,5 +1,8 @@
 """Every /v2 refusal in the protocol's shape, `{"error": "..."}`, by the service's one error mapping.
 
+(`app.errors.error_response` gives /v2 paths that shape, so the refusals made before a route runs, such as
+the body limit's 413, have it too.)
+
 `ProtocolRoute` is the route class of the /v2 router: whatever a /v2 endpoint raises is answered here,
 so no route catches anything. Protocol errors (a wrong datatype, shape, name or row count, a body that is
 not an inference request) are 400; the service's domain errors keep the status `app.errors` gives them
@@ -16,23 +19,13 @@ from typing import Any
 import pydantic
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import http_error_for, redact, unexpected_error_response
-from app.logging import current_request_id
+from app.errors import error_response, http_error_for, redact, unexpected_error_response
 from app.oip.tensors import ProtocolError
 
 log = logging.getLogger("app.oip")
-
-
-def protocol_error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The protocol's error object, with the request id in the X-Request-ID header."""
-    request_id = current_request_id()
-    return JSONResponse(
-        {"error": message}, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id}
-    )
 
 
 def describe(errors: list[Any]) -> str:
@@ -60,11 +53,10 @@ def answer(request: Request, exc: Exception) -> Response:
     """The protocol's answer to an exception raised by a /v2 endpoint."""
     mapped = protocol_status(exc)
     if mapped is None:
-        unexpected = unexpected_error_response(request.method, request.url.path, exc)
-        return protocol_error_response(unexpected.status_code, "internal server error; quote the request id")
+        return unexpected_error_response(request.method, request.url.path, exc)
     status, message, headers = mapped
     log.info("request refused", extra={"status": status, "error": type(exc).__name__, "detail": message})
-    return protocol_error_response(status, message, headers)
+    return error_response(status, message, headers, request.url.path)
 
 
 class ProtocolRoute(APIRoute):
