@@ -34,7 +34,7 @@ from model.errors import CheckpointError
 SERVER_NAME = "cvae-digits"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 PLATFORM = "pytorch"
-READY = {"description": "Ready", "content": {"application/json": {}}}
+READY = {"description": "Yes (an empty body)"}
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=ProtocolRoute)
 
@@ -75,13 +75,15 @@ async def get_server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", responses={200: READY}, summary="Server live")
+@router.get("/health/live", response_class=Response, responses={200: READY}, summary="Server live")
 async def get_server_live() -> Response:
     """200 while the process serves HTTP."""
     return Response(status_code=200)
 
 
-@router.get("/health/ready", responses={200: READY, **errors(503)}, summary="Server ready")
+@router.get(
+    "/health/ready", response_class=Response, responses={200: READY, **errors(503)}, summary="Server ready"
+)
 async def get_server_ready(service: ServiceDep) -> Response:
     """200 once the active version is loaded, else 503 with Retry-After (as /readyz)."""
     await service.pool.get(None)
@@ -132,7 +134,12 @@ async def model_ready(service: Service, name: str, version: str | None) -> Respo
     return Response(status_code=200)
 
 
-@router.get("/models/{name}/ready", responses={200: READY, **errors(404, 503)}, summary="Model ready")
+@router.get(
+    "/models/{name}/ready",
+    response_class=Response,
+    responses={200: READY, **errors(404, 503)},
+    summary="Model ready",
+)
 async def get_model_ready(name: str, service: ServiceDep) -> Response:
     """200 when the model's active version is loaded."""
     return await model_ready(service, name, None)
@@ -140,6 +147,7 @@ async def get_model_ready(name: str, service: ServiceDep) -> Response:
 
 @router.get(
     "/models/{name}/versions/{version}/ready",
+    response_class=Response,
     responses={200: READY, **errors(400, 404, 503)},
     summary="Model version ready",
 )
