@@ -7,9 +7,8 @@ seconds after a warm-up. It reports requests/s, rows/s, client latency percentil
 /metrics, how many requests and rows shared each forward pass. Figures are printed and, with --write,
 written to docs/performance.md (between the oip_load markers) and docs/oip.md.
 
-(perf_analyzer itself, PyPI `perf-analyzer`, is a binary built for glibc 2.38 or newer; where it runs, the
-same measurement is `perf_analyzer -m cvae-decoder -u 127.0.0.1:8000 -i http -b 64
---concurrency-range 1:32:4 --shape labels:64 --input-data zero`.)
+(perf_analyzer itself, PyPI `perf-analyzer`, is a binary built for glibc 2.38 or newer and does not start
+on older systems; see docs/oip.md.)
 
 Run: `python -m benchmarks.oip_load [--registry ./registry] [--duration 5] [--concurrency 1 8 32] [--write]`
 """
