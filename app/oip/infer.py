@@ -9,10 +9,12 @@ the JSON header when asked (`binary_data` per output, `binary_data_output` for a
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from app.errors import PayloadTooLarge
 from app.oip.models import ModelSpec, Tensors
 from app.oip.protocol import InferenceRequest, RequestInput
 from app.oip.tensors import ProtocolError, decode_tensor, to_binary, to_json_data
@@ -28,6 +30,26 @@ class Encoded:
     body: bytes
     media_type: str
     headers: dict[str, str]
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body of a request sent with `Content-Encoding: gzip` or `deflate` (tritonclient's request
+    compression), refused past `limit` bytes once inflated, as an uncompressed body would be."""
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    kind = encoding.strip().lower()
+    if kind not in ("gzip", "deflate"):
+        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"the {kind} body cannot be decompressed: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"request body larger than the {limit} byte limit once decompressed")
+    if not inflater.eof:
+        raise ProtocolError(f"the {kind} body is cut short")
+    return out
 
 
 def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:

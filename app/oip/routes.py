@@ -196,7 +196,9 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 async def run_inference(service: Service, name: str, version: str | None, request: Request) -> Response:
     spec = model_spec(name)
-    parsed, binary = infer.parse_request(await request.body(), request.headers.get(infer.HEADER_LENGTH))
+    limit = service.settings.max_body_bytes
+    body = infer.decompress(await request.body(), request.headers.get("content-encoding"), limit)
+    parsed, binary = infer.parse_request(body, request.headers.get(infer.HEADER_LENGTH))
     engine = await service.pool.get(version)
     inputs = infer.bind_inputs(spec, parsed, binary, engine.latent_dim)
     wanted = infer.wanted_outputs(spec, parsed)

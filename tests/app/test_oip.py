@@ -215,6 +215,25 @@ def test_encoder_batch_of_64_digits_equals_encode(
     assert (inferred == labels[:64][given < 0]).mean() > 0.5  # the trained model reads most digits
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_requests_give_the_same_answer(
+    client: triton.InferenceServerClient,
+    mnist,
+    active_version: str,
+    compression: str,  # noqa: ANN001
+) -> None:
+    images, _ = mnist
+    plain = client.infer(ENCODER, [tensor("pixels", images[:4], "UINT8")], model_version=active_version)
+    packed = client.infer(
+        ENCODER,
+        [tensor("pixels", images[:4], "UINT8")],
+        model_version=active_version,
+        request_compression_algorithm=compression,
+        response_compression_algorithm=compression,
+    )
+    assert np.array_equal(plain.as_numpy("mu"), packed.as_numpy("mu"))
+
+
 def test_encoder_takes_fp32_images(client: triton.InferenceServerClient, mnist, active_version: str) -> None:  # noqa: ANN001
     images, _ = mnist
     as_pixels = client.infer(ENCODER, [tensor("pixels", images[:3], "UINT8")], model_version=active_version)

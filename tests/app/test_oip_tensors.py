@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
 
+from app.errors import PayloadTooLarge
 from app.oip import infer
 from app.oip.models import MODELS
 from app.oip.tensors import ProtocolError, decode_tensor, to_binary, to_json_data
@@ -151,3 +154,18 @@ def test_a_missing_required_input_and_mismatched_rows_are_refused() -> None:
     )
     with pytest.raises(ProtocolError, match="same number of rows: 2 and 1"):
         infer.bind_inputs(DECODER, rows, b"", latent_dim=4)
+
+
+def test_compressed_bodies_are_inflated_within_the_limit() -> None:
+    body = b'{"inputs": []}' * 10
+    assert infer.decompress(gzip.compress(body), "gzip", 1000) == body
+    assert infer.decompress(zlib.compress(body), "deflate", 1000) == body
+    assert infer.decompress(body, None, 1000) == body
+    with pytest.raises(PayloadTooLarge, match="once decompressed"):
+        infer.decompress(gzip.compress(b" " * 10_000_000), "gzip", 5_000_000)  # a 10 kB bomb
+    with pytest.raises(ProtocolError, match="cannot be decompressed"):
+        infer.decompress(b"not gzip", "gzip", 1000)
+    with pytest.raises(ProtocolError, match="cut short"):
+        infer.decompress(gzip.compress(body)[:-12], "gzip", 1000)
+    with pytest.raises(ProtocolError, match="not supported"):
+        infer.decompress(body, "br", 1000)
