@@ -13,16 +13,29 @@ import asyncio
 import collections
 import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from app import metrics
 from app.engine import Engine
-from app.errors import NotReady, redact
+from app.exceptions import NotFound, NotReady, redact
 from model.errors import CheckpointError, RegistryError
-from model.registry import ACTIVE_FILE, Registry
+from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
 log = logging.getLogger("app.model_pool")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The registry's versions as the pool sees them: which is active, served and loaded, on what device."""
+
+    active: str | None
+    serving: str | None
+    loaded: list[str]
+    device: str
+    versions: list[VersionInfo]
 
 
 class ModelPool:
@@ -63,6 +76,21 @@ class ModelPool:
             self._pointer_stamp = stamp
             self._failed.clear()  # a new pointer deserves a new try
         return self._pointer_name
+
+    def catalog(self) -> Catalog:
+        """Every registry version with the pool's view of it (a pointer naming no version = no active one)."""
+        try:
+            active = self.pointer()
+        except RegistryError:
+            active = None
+        return Catalog(active, self._serving, self.loaded(), str(self.device), self.registry.versions())
+
+    def artifact(self, version: str, name: str) -> Path:
+        """The path of a file the training job saved beside a version's weights (NotFound when absent)."""
+        path = self.registry.path(version) / name
+        if not path.is_file():
+            raise NotFound(f"version {version} has no {name}")
+        return path
 
     # -- serving -------------------------------------------------------------------------------
     async def get(self, version: str | None = None) -> Engine:

@@ -22,7 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import error_response, http_error_for, redact, unexpected_error_response
+from app.errors import error_response, http_error_for, unexpected_error_response
+from app.exceptions import redact
 from app.oip.tensors import ProtocolError
 
 log = logging.getLogger("app.oip")

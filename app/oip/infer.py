@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.errors import PayloadTooLarge
+from app.exceptions import PayloadTooLarge
 from app.oip.models import ModelSpec, Tensors
 from app.oip.protocol import InferenceRequest, RequestInput
 from app.oip.tensors import ProtocolError, decode_tensor, to_binary, to_json_data

@@ -27,9 +27,10 @@ import torch
 
 from app import imaging, metrics
 from app.engine import DECODE, ENCODE, Engine
-from app.inference import SIDE, Inference, check_text
+from app.inference import Inference
+from app.limits import DigitText, check_text
 from app.oip.tensors import DATATYPES, ProtocolError
-from model.config import NUM_CLASSES
+from model.config import IMAGE_SIDE, NUM_CLASSES
 
 LATENT = "latent_dim"  # a dimension that is the version's latent size
 TEMPERATURE_RANGE = (0.0, 2.0)  # as /generate's `temperature`
@@ -86,7 +87,7 @@ async def decode(inference: Inference, engine: Engine, inputs: Tensors) -> Tenso
     if not torch.isfinite(probs).all():  # huge latents overflow the network
         raise ProtocolError("latents this large overflow the model; use values like the encoder's mu")
     metrics.DIGITS.labels(engine.version).inc(len(labels))
-    images = probs.numpy().reshape(-1, SIDE, SIDE)
+    images = probs.numpy().reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     pixels = np.stack([imaging.grey_levels(image) for image in images])
     return {"images": images, "pixels": pixels, "latents": z.numpy()}
 
@@ -134,8 +135,8 @@ async def encode(inference: Inference, engine: Engine, inputs: Tensors) -> Tenso
         elbo = -(recon[start:stop] + kl[start:stop])
         best, probs = inference.choose_label(elbo, None if label < 0 else label, engine.num_classes)
         row = start + best
-        reconstruction = recon_probs[row].numpy().reshape(SIDE, SIDE)
-        mse = float(np.mean((reconstruction - x[i].reshape(SIDE, SIDE)) ** 2))
+        reconstruction = recon_probs[row].numpy().reshape(IMAGE_SIDE, IMAGE_SIDE)
+        mse = float(np.mean((reconstruction - x[i].reshape(IMAGE_SIDE, IMAGE_SIDE)) ** 2))
         terms = (float(recon[row]), float(kl[row]))
         for name, value in (
             ("mu", mu[row].numpy()),
@@ -165,7 +166,7 @@ def _images(inputs: Tensors) -> np.ndarray:
         x = inputs["images"]
         if not (np.isfinite(x) & (x >= 0) & (x <= 1)).all():
             raise ProtocolError("input 'images' must hold numbers from 0 to 1 (white ink on black)")
-    return np.ascontiguousarray(x.reshape(len(x), SIDE * SIDE), dtype=np.float32)
+    return np.ascontiguousarray(x.reshape(len(x), IMAGE_SIDE * IMAGE_SIDE), dtype=np.float32)
 
 
 def _labels(values: np.ndarray, num_classes: int, *, allow_choice: bool) -> np.ndarray:
@@ -206,7 +207,7 @@ async def write_text(inference: Inference, engine: Engine, inputs: Tensors) -> T
     return {"png": pngs, "seed": np.array([result.seed for result in results], dtype=np.int64)}
 
 
-def _text(value: bytes) -> str:
+def _text(value: bytes) -> DigitText:
     try:
         return check_text(value.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -214,7 +215,7 @@ def _text(value: bytes) -> str:
 
 
 # -- the models ------------------------------------------------------------------------------------------
-IMAGE = (SIDE, SIDE)
+IMAGE = (IMAGE_SIDE, IMAGE_SIDE)
 ENCODER_OUTPUTS = (
     TensorSpec("mu", "FP32", (LATENT,)),
     TensorSpec("log_var", "FP32", (LATENT,)),

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from app.errors import PayloadTooLarge
+from app.exceptions import PayloadTooLarge
 from app.oip import infer
 from app.oip.models import MODELS
 from app.oip.tensors import ProtocolError, decode_tensor, to_binary, to_json_data
