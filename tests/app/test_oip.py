@@ -18,6 +18,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from model.registry import Registry
+from tests.builders.images import digit_png
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,12 +40,6 @@ def tensor(name: str, array: np.ndarray, datatype: str, binary: bool = True) -> 
 
 def png_pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)))
-
-
-def digit_png(digit: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(digit).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def latent_dim(http: httpx.Client) -> int:

@@ -12,7 +12,7 @@ import yaml
 
 from app.main import create_app
 from app.settings import Settings
-from tests.ops.tools import REPO
+from tests.builders.tools import REPO
 
 MANIFEST = REPO / "deploy" / "kserve" / "inferenceservice.yaml"
 QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$")
