@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
+import json
 import os
 import platform
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 import torch
@@ -38,7 +42,17 @@ from training.data import load_bundled
 
 REPO = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- oip_load:start -->", "<!-- oip_load:end -->")
-SCENARIOS = (("cvae-decoder", 1), ("cvae-decoder", 64), ("cvae-encoder", 1), ("cvae-encoder", 64))
+OWN_API = (
+    "POST /generate (own API)"  # the same one-digit work through the service's own endpoint, for reference
+)
+SCENARIOS = (
+    (OWN_API, 1),
+    ("cvae-decoder", 1),
+    ("cvae-decoder", 64),
+    ("cvae-encoder", 1),
+    ("cvae-encoder", 64),
+)
+GENERATE_BODY = {"text": "7", "seed": 1}
 WARM_UP_S = 1.0
 
 
@@ -97,19 +111,37 @@ def pass_figures(metrics_text: str) -> dict[str, tuple[float, float, float]]:
     return {kind: (f[0], f[1], f[2]) for kind, f in out.items()}
 
 
+async def sender(stack: contextlib.AsyncExitStack, url: str, run: Run) -> Callable[[], Awaitable[object]]:
+    """A coroutine function sending one request of the scenario (raising on any failure)."""
+    if run.model == OWN_API:  # aiohttp, the HTTP stack under tritonclient's asyncio client
+        connector = aiohttp.TCPConnector(limit=run.concurrency)
+        session = await stack.enter_async_context(aiohttp.ClientSession(url, connector=connector))
+
+        async def generate() -> object:
+            async with session.post("/generate", json=GENERATE_BODY) as response:
+                await response.read()
+                response.raise_for_status()
+            return response
+
+        return generate
+    client = await stack.enter_async_context(
+        triton.InferenceServerClient(url.removeprefix("http://"), conn_limit=run.concurrency)
+    )
+    request = inputs_for(run.model, run.rows)
+    return lambda: client.infer(run.model, request)
+
+
 async def closed_loop(url: str, run: Run, duration: float) -> None:
     """`run.concurrency` clients sending back to back: warm up, then measure for `duration` seconds."""
-    request = inputs_for(run.model, run.rows)
-    kind = "decode" if run.model == "cvae-decoder" else "encode"
-    async with triton.InferenceServerClient(
-        url.removeprefix("http://"), conn_limit=run.concurrency
-    ) as client:
+    kind = "encode" if run.model == "cvae-encoder" else "decode"
+    async with contextlib.AsyncExitStack() as stack:
+        send = await sender(stack, url, run)
 
         async def loop(until: float, record: bool) -> None:
             while time.perf_counter() < until:
                 started = time.perf_counter()
                 try:
-                    await client.infer(run.model, request)
+                    await send()
                 except Exception:  # noqa: BLE001 - every failure counts, whatever the client raises
                     run.errors += record
                     continue
@@ -139,7 +171,9 @@ def render(runs: list[Run], setup: dict[str, object]) -> str:
         f"{setup['concurrency']}` (tritonclient {setup['tritonclient']} `http.aio`, "
         "binary tensor data, closed loop after a 1 s warm-up; client and server share the machine). "
         "Decoder requests: `labels` + `seed` per row; encoder requests: `pixels` of real MNIST digits, "
-        "labels chosen by the model (ten network rows per digit).",
+        "labels chosen by the model (ten network rows per digit); for reference, the same one-digit work "
+        f"through the service's own API: `POST /generate {json.dumps(GENERATE_BODY)}` (PNG answer) with "
+        "aiohttp, the HTTP client under tritonclient's.",
         "",
         "| model | rows/request | concurrency | requests/s | rows/s | p50 ms | p95 ms | p99 ms "
         "| requests per forward pass | network rows per pass | errors |",
