@@ -234,16 +234,25 @@ async def post_model_version_infer(
 
 
 # -- model repository (read-only) ------------------------------------------------------------------------
+INDEX_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": inline_schema(RepositoryIndexRequest)}},
+    }
+}
+
+
 @router.post(
     "/repository/index",
     response_model=list[RepositoryModel],
     responses=errors(400),
+    openapi_extra=INDEX_BODY,
     summary="Model repository index",
 )
-async def post_repository_index(
-    service: ServiceDep, body: RepositoryIndexRequest | None = None
-) -> JSONResponse:
+async def post_repository_index(request: Request, service: ServiceDep) -> JSONResponse:
     """Every model at every registry version: READY when loaded, else UNAVAILABLE with the reason."""
+    raw = await request.body()  # JSON whatever the Content-Type says, or nothing (as tritonclient sends)
+    body = RepositoryIndexRequest.model_validate_json(raw) if raw.strip() else RepositoryIndexRequest()
     loaded = set(service.pool.loaded())
     entries = []
     for info in service.pool.registry.versions():
@@ -256,7 +265,7 @@ async def post_repository_index(
         entries += [
             RepositoryModel(name=name, version=info.name, state=state, reason=reason) for name in MODELS
         ]
-    if body is not None and body.ready:
+    if body.ready:
         entries = [entry for entry in entries if entry.state == "READY"]
     return JSONResponse([entry.model_dump() for entry in entries])
 

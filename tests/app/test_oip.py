@@ -339,3 +339,15 @@ def test_json_data_and_binary_outputs_mix(http: httpx.Client, active_version: st
     latents, pixels = header["outputs"]
     assert latents["data"][: len(latents["data"]) // 2] == latents["data"][len(latents["data"]) // 2 :]
     assert pixels["parameters"]["binary_data_size"] == len(answer.content) - split == 2 * 28 * 28
+
+
+def test_repository_index_filters_ready_whatever_the_content_type(http: httpx.Client) -> None:
+    everything = http.post("/v2/repository/index")
+    ready = http.post("/v2/repository/index", content=b'{"ready": true}')  # no Content-Type, as curl -d
+    assert everything.status_code == ready.status_code == 200
+    assert {e["state"] for e in ready.json()} == {"READY"}
+    assert [e for e in everything.json() if e["state"] == "READY"] == ready.json()
+    refused = http.post("/v2/repository/index", content=b'{"ready": "maybe"}')
+    assert refused.status_code == 400 and "ready" in refused.json()["error"]
+    unknown = http.get("/v2/no-such-endpoint")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Not Found"}
