@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from model.registry import Registry
 from tests.builders.images import digit_png
+from tests.builders.metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -351,3 +352,38 @@ def test_repository_index_filters_ready_whatever_the_content_type(http: httpx.Cl
     assert refused.status_code == 400 and "ready" in refused.json()["error"]
     unknown = http.get("/v2/no-such-endpoint")
     assert unknown.status_code == 404 and unknown.json() == {"error": "Not Found"}
+
+
+def test_concurrent_protocol_requests_share_forward_passes_and_are_counted(
+    server: str, http: httpx.Client, active_version: str
+) -> None:
+    """32 tritonclient requests of 4 rows at once: the batcher joins them, /metrics counts them, and no
+    answer depends on the batch it landed in."""
+    requests = [
+        [
+            tensor("labels", np.array([1, 2, 3, 4], dtype=np.int64), "INT64"),
+            tensor("seed", np.full(4, 500 + i, dtype=np.int64), "INT64"),
+        ]
+        for i in range(32)
+    ]
+    before = scrape(http)
+    with triton.InferenceServerClient(server.removeprefix("http://"), concurrency=32) as many:
+        pending = [many.async_infer(DECODER, inputs, model_version=active_version) for inputs in requests]
+        results = [p.get_result().as_numpy("pixels") for p in pending]
+    after = scrape(http)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (
+        delta("cvae_requests_total", endpoint="/v2/models/{name}/versions/{version}/infer", status="200")
+        == 32
+    )
+    assert delta("cvae_batch_rows_sum", kind="decode") == 32 * 4
+    passes = delta("cvae_batch_size_count", kind="decode")
+    singles = delta("cvae_batch_size_bucket", kind="decode", le="1.0")
+    assert passes < 32 and passes - singles >= 1  # at least one forward pass served several requests
+    with triton.InferenceServerClient(server.removeprefix("http://")) as one:
+        for i in (0, 13, 31):
+            alone = one.infer(DECODER, requests[i], model_version=active_version).as_numpy("pixels")
+            assert np.array_equal(alone, results[i])
