@@ -94,22 +94,35 @@ async def decode(inference: Inference, engine: Engine, inputs: Tensors) -> Tenso
 
 def _seeded_latents(inference: Inference, engine: Engine, inputs: Tensors, rows: int) -> torch.Tensor:
     """z = temperature * eps per row, eps drawn from the row's seed exactly as /generate draws a sample."""
-    seeds = inputs.get("seed")
+    seeds = _seeds(inputs)
     if seeds is None:
         seeds = np.array([secrets.randbits(63) for _ in range(rows)], dtype=np.int64)
-    elif (seeds < 0).any():
-        raise ProtocolError("input 'seed' must be non-negative")
-    temperatures = inputs.get("temperature")
+    temperatures = _temperatures(inputs)
     if temperatures is None:
         temperatures = np.full(rows, inference.temperature_for(engine), dtype=np.float32)
-    low, high = TEMPERATURE_RANGE
-    if not (np.isfinite(temperatures) & (temperatures >= low) & (temperatures <= high)).all():
-        raise ProtocolError(f"input 'temperature' must be finite numbers from {low:g} to {high:g}")
     z = torch.empty(rows, engine.latent_dim)
     for i, (seed, temperature) in enumerate(zip(seeds.tolist(), temperatures.tolist(), strict=True)):
         generator = torch.Generator().manual_seed(seed)
         z[i] = temperature * torch.randn(1, engine.latent_dim, generator=generator)[0]
     return z
+
+
+def _seeds(inputs: Tensors) -> np.ndarray | None:
+    seeds = inputs.get("seed")
+    if seeds is not None and (seeds < 0).any():
+        raise ProtocolError("input 'seed' must be non-negative")
+    return seeds
+
+
+def _temperatures(inputs: Tensors) -> np.ndarray | None:
+    temperatures = inputs.get("temperature")
+    low, high = TEMPERATURE_RANGE
+    if (
+        temperatures is not None
+        and not (np.isfinite(temperatures) & (temperatures >= low) & (temperatures <= high)).all()
+    ):
+        raise ProtocolError(f"input 'temperature' must be finite numbers from {low:g} to {high:g}")
+    return temperatures
 
 
 # -- encoder ---------------------------------------------------------------------------------------------
@@ -181,16 +194,7 @@ def _labels(values: np.ndarray, num_classes: int, *, allow_choice: bool) -> np.n
 async def write_text(inference: Inference, engine: Engine, inputs: Tensors) -> Tensors:
     """The PNG /generate writes for each text (one row of handwriting), and the seed it used."""
     texts = [_text(value) for value in inputs["text"].tolist()]
-    seeds = inputs.get("seed")
-    if seeds is not None and (seeds < 0).any():
-        raise ProtocolError("input 'seed' must be non-negative")
-    temperatures = inputs.get("temperature")
-    low, high = TEMPERATURE_RANGE
-    if (
-        temperatures is not None
-        and not (np.isfinite(temperatures) & (temperatures >= low) & (temperatures <= high)).all()
-    ):
-        raise ProtocolError(f"input 'temperature' must be finite numbers from {low:g} to {high:g}")
+    seeds, temperatures = _seeds(inputs), _temperatures(inputs)
     results = await asyncio.gather(
         *(
             inference.generate(
