@@ -28,7 +28,7 @@ from app.oip.protocol import (
     TensorMetadata,
 )
 from app.service import Service
-from model.checkpoint import read_metadata
+from model.checkpoint import VersionMetadata, read_metadata
 from model.errors import CheckpointError
 
 SERVER_NAME = "cvae-digits"
@@ -55,11 +55,9 @@ def model_spec(name: str) -> ModelSpec:
 def _latent_dim(service: Service, version: str) -> int:
     """The version's latent size from its metadata (-1 when it cannot be read)."""
     try:
-        config = read_metadata(service.pool.registry.path(version)).get("config", {})
+        return VersionMetadata.from_record(read_metadata(service.pool.registry.path(version))).latent_dim
     except CheckpointError:
         return -1
-    value = config.get("latent_dim") if isinstance(config, dict) else None
-    return value if isinstance(value, int) else -1
 
 
 def _tensors(specs: tuple[TensorSpec, ...], latent_dim: int) -> list[TensorMetadata]:
