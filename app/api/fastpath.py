@@ -71,7 +71,7 @@ class GenerateFastPath:
                 disconnected=until_disconnected(receive),
             )
         except Exception as exc:
-            response = domain_error_response(exc)
+            response = domain_error_response(exc, PATH)
             if response is None:
                 raise  # the middleware's last line of defence logs it and answers 500
             await response(scope, receive, send)
