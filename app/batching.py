@@ -18,10 +18,9 @@ the estimate cannot see: a burst shares the cores with the HTTP side and the oth
 
 A lane's worker takes the next job, gathers more (small lane) until `max_batch_size` jobs, the row
 budget or `max_batch_wait_ms` (it does not wait when no other request is being served), and runs the
-batch on its thread: one forward pass per (engine, kind) group, each job getting its own rows. A lone
-small request (nothing else in flight) is computed by the worker on the event loop: it saves two
-thread hand-offs and nobody waits for the loop. Jobs that can no longer finish before their deadline,
-or whose caller gave up (timeout, disconnected client), are dropped before their forward pass.
+batch on its thread: one forward pass per (engine, kind) group, each job getting its own rows. Jobs
+that can no longer finish before their deadline, or whose caller gave up (timeout, disconnected
+client), are dropped before their forward pass.
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ Outputs = tuple[torch.Tensor, ...]
 # which a busy machine inflates): every request but the biggest renderings.
 SMALL_JOB_ROWS = 256
 SMALL_JOB_PIXELS = 2_000_000
-INLINE_JOB_S = 0.003  # estimated seconds at most: a lone request computed on the event loop
 ADMISSION_MARGIN = 2.0
 WATCH_CLIENT_AFTER_S = 0.25  # watch for a disconnect only when the estimated wait is longer than this
 LARGE_LANE_NICE = 10  # OS priority offset of the large lane's thread
@@ -346,14 +344,6 @@ class Batcher:
             return False
         return self._requests_in_flight() <= self._lanes[_SMALL].waiting[0] + self._lanes[_LARGE].waiting[0]
 
-    def _lone_small(self, lane: _Lane, live: list[Job]) -> bool:
-        """Whether `live` is one small job of the only request being served (by the time a worker runs,
-        every request that had arrived has started and is counted in flight)."""
-        if self._requests_in_flight is None or len(live) != 1 or lane is not self._lanes[_SMALL]:
-            return False
-        job = live[0]
-        return self._requests_in_flight() <= 1 and self.cost.estimate(1, job.rows, job.pixels) <= INLINE_JOB_S
-
     async def _execute(self, lane: _Lane, group: list[Job]) -> None:
         """One forward pass for jobs of one (runner, kind); each job gets its answer or its error."""
         now = time.perf_counter()
@@ -371,12 +361,9 @@ class Batcher:
         if not live:
             return
         try:
-            if self._lone_small(lane, live):
-                answers, compute = _compute(live, self.cost)  # here on the loop: no thread hand-off
-            else:
-                answers, compute = await asyncio.get_running_loop().run_in_executor(
-                    lane.executor, _compute, live, self.cost
-                )
+            answers, compute = await asyncio.get_running_loop().run_in_executor(
+                lane.executor, _compute, live, self.cost
+            )
         except Exception as exc:
             log.exception("forward pass of %d %s jobs failed", len(live), live[0].kind)
             _fail(live, exc)
