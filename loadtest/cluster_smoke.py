@@ -120,7 +120,8 @@ class Smoke:
         self.replicas = [Replica(n, registry, out / f"{n}.log", settings) for n in REPLICA_NAMES]
         self.haproxy = HAProxy(self.replicas, out / "haproxy.log")
         self.traffic = Traffic(self.haproxy.url, args.clients, args.think_ms / 1000)
-        self.report: dict = {"phases": {}, "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+        settings_used = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
+        self.report: dict = {"phases": {}, "settings": settings_used}
 
     def phase(self, name: str) -> dict:
         say(f"phase {name}")
