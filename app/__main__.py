@@ -13,7 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.engine import resolve_device
-from app.logging import configure_logging, log_config
+from app.logs import configure_logging, log_config
 from app.settings import get_settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at import, in every worker

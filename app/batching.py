@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from app import metrics
-from app.errors import InferenceTimeout, NotReady, Overloaded
+from app.exceptions import InferenceTimeout, NotReady, Overloaded
 
 log = logging.getLogger("app.batching")
 

@@ -14,7 +14,6 @@ way whatever else shares its batch, so batching never changes an answer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -60,7 +59,6 @@ class Engine:
         self.latent_dim = self.model.config.latent_dim
         self.num_classes = self.model.config.num_classes
         self.default_temperature = _metadata_temperature(self.metadata)
-        self.loaded_at = time.time()
 
     def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One batched forward pass of a kind, computed in fixed-shape tiles."""

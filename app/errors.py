@@ -1,7 +1,7 @@
 """THE place where errors become HTTP answers.
 
 Domain errors come from `model/` (ModelError family), `app/imaging.py` (ImageError family) and the
-service itself (the classes below). `http_error_for` maps each to (status, detail, headers); the
+service itself (`app/exceptions.py`). `http_error_for` maps each to (status, detail, headers); the
 handlers registered by `install_error_handlers` and the body-limit middleware both use it. Anything
 unknown is logged with its traceback and answered with a generic 500 that reveals no path or trace.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,47 +18,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import imaging
-from app.logging import current_request_id
+from app.exceptions import (
+    BodyTimeout,
+    InferenceTimeout,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    redact,
+)
+from app.logs import current_request_id
 from model.errors import CheckpointError, ModelError, RegistryError, VersionNotFoundError
 
 log = logging.getLogger("app.errors")
 
 RETRY_AFTER_OVERLOADED_S = 1
 RETRY_AFTER_NOT_READY_S = 5
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)+([^\s/:'\"]*)")
-
-
-class ServiceError(Exception):
-    """Base of the service's own domain errors."""
-
-
-class InvalidInput(ServiceError, ValueError):
-    """A field is well-formed but does not fit the model (e.g. `style` of the wrong length)."""
-
-
-class PayloadTooLarge(ServiceError):
-    """The request body exceeds `max_body_bytes`."""
-
-
-class BodyTimeout(ServiceError):
-    """The request body did not fully arrive within `body_timeout_s` (a stalled or trickling client)."""
-
-
-class Overloaded(ServiceError):
-    """The inference queue is full; the client should retry shortly."""
-
-
-class InferenceTimeout(ServiceError):
-    """The request did not get its result within `request_timeout_s`."""
-
-
-class NotReady(ServiceError):
-    """No model is loaded to serve the request (empty registry, unloadable active version, shutdown)."""
-
-
-def redact(text: str) -> str:
-    """Strip directories from absolute paths in a message: clients learn the file, not the layout."""
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", text)
 
 
 _IMAGE_STATUS = {
@@ -76,7 +52,7 @@ def http_error_for(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
     if isinstance(exc, imaging.ImageError):
         status = next((s for cls, s in _IMAGE_STATUS.items() if isinstance(exc, cls)), 422)
         return status, detail, {}
-    if isinstance(exc, VersionNotFoundError):
+    if isinstance(exc, (VersionNotFoundError, NotFound)):
         return 404, detail, {}
     if isinstance(exc, CheckpointError):
         return 422, f"this model version cannot be loaded: {detail}", {}

@@ -23,9 +23,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from model.config import IMAGE_SIDE
+
 FloatImage = NDArray[np.float32]
 
-MNIST_SIDE = 28
 DIGIT_BOX = 20  # MNIST fits each digit's longer side to 20 px, then centres it by mass in 28x28
 
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"})
@@ -280,7 +281,7 @@ def _flatten_alpha(gray: FloatImage, alpha: FloatImage | None) -> FloatImage:
 
 def _is_mnist_style(gray: FloatImage) -> bool:
     """True for a 28x28 image already in MNIST form (dark background), which passes through untouched."""
-    if gray.shape != (MNIST_SIDE, MNIST_SIDE):
+    if gray.shape != (IMAGE_SIDE, IMAGE_SIDE):
         return False
     return float(np.median(_border(gray))) <= 0.1
 
@@ -405,10 +406,10 @@ def _paste_centred(digit: FloatImage) -> FloatImage:
     total = float(digit.sum())
     centre_y = float(digit.sum(axis=1) @ np.arange(height)) / total
     centre_x = float(digit.sum(axis=0) @ np.arange(width)) / total
-    middle = (MNIST_SIDE - 1) / 2
-    top = min(max(math.floor(middle - centre_y + 0.5), 0), MNIST_SIDE - height)
-    left = min(max(math.floor(middle - centre_x + 0.5), 0), MNIST_SIDE - width)
-    canvas = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    middle = (IMAGE_SIDE - 1) / 2
+    top = min(max(math.floor(middle - centre_y + 0.5), 0), IMAGE_SIDE - height)
+    left = min(max(math.floor(middle - centre_x + 0.5), 0), IMAGE_SIDE - width)
+    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     canvas[top : top + height, left : left + width] = digit
     return canvas
 

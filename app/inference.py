@@ -1,6 +1,6 @@
 """The inference path: a plain object whose methods read decode_request -> predict -> encode_response.
 
-`generate` turns text into rows of (z, digit), `encode`/`reconstruct` turn a preprocessed 28x28
+`generate` turns text into rows of (z, digit), `encode` turns a preprocessed IMAGE_SIDE x IMAGE_SIDE
 image into rows of (x, label); the rows go through the dynamic batcher (the predict step, one forward
 pass shared with other requests) and come back as an image or posterior. Noise is drawn per request
 from a generator seeded by the request's seed, so the batch a request lands in never changes it.
@@ -12,6 +12,7 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,28 +20,10 @@ import torch
 from app import metrics
 from app.batching import Batcher, BatchStats
 from app.engine import DECODE, ENCODE, Engine
-from app.errors import InvalidInput
+from app.exceptions import InvalidInput
+from app.limits import DigitText
 from app.model_pool import ModelPool
-
-SIDE = 28
-DIGITS = "0123456789"
-TEXT_ALPHABET = frozenset(DIGITS + " ")
-MAX_TEXT = 32
-SEED_LIMIT = 2**63
-
-
-def check_text(text: str) -> str:
-    """The text if it is 1..32 ASCII digits and spaces with at least one digit, else ValueError."""
-    if not 1 <= len(text) <= MAX_TEXT:
-        raise ValueError(f"text must have 1 to {MAX_TEXT} characters, got {len(text)}")
-    bad = next((ch for ch in text if ch not in TEXT_ALPHABET), None)
-    if bad is not None:
-        raise ValueError(
-            f"text may contain only ASCII digits 0-9 and spaces; {bad!r} (U+{ord(bad):04X}) is not allowed"
-        )
-    if not any(ch in DIGITS for ch in text):
-        raise ValueError("text must contain at least one digit")
-    return text
+from model.config import IMAGE_PIXELS, IMAGE_SIDE
 
 
 @dataclass(frozen=True)
@@ -60,14 +43,14 @@ class Encoded:
 
     version: str
     label: int
-    label_source: str  # "given" | "inferred"
+    label_source: Literal["given", "inferred"]
     label_probs: list[float]
     mu: list[float]
     log_var: list[float]
     recon_bce: float
     kl: float
     mse: float
-    reconstruction: np.ndarray  # (28, 28) float in [0, 1]
+    reconstruction: np.ndarray  # (IMAGE_SIDE, IMAGE_SIDE) float in [0, 1]: the decoder mean at z = mu
     stats: BatchStats
 
     @property
@@ -112,15 +95,15 @@ def plan_generation(
 def paint(plan: GenerationPlan, probs: torch.Tensor) -> np.ndarray:
     """encode_response: place each decoded tile; spaces stay background (0)."""
     rows, cols = plan.shape
-    image = np.zeros((rows * SIDE, cols * SIDE), dtype=np.float32)
-    tiles = probs.numpy().reshape(-1, SIDE, SIDE)
+    image = np.zeros((rows * IMAGE_SIDE, cols * IMAGE_SIDE), dtype=np.float32)
+    tiles = probs.numpy().reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     for (r, c), tile in zip(plan.cells, tiles, strict=True):
-        image[r * SIDE : (r + 1) * SIDE, c * SIDE : (c + 1) * SIDE] = tile
+        image[r * IMAGE_SIDE : (r + 1) * IMAGE_SIDE, c * IMAGE_SIDE : (c + 1) * IMAGE_SIDE] = tile
     return image
 
 
 class Inference:
-    """Generate, encode and reconstruct through the model pool and the batcher."""
+    """Generate and encode through the model pool and the batcher."""
 
     def __init__(
         self, pool: ModelPool, batcher: Batcher, default_temperature: float | None, timeout_s: float
@@ -136,15 +119,15 @@ class Inference:
 
     async def generate(
         self,
-        text: str,
+        text: DigitText,
         samples: int = 1,
         seed: int | None = None,
         temperature: float | None = None,
         style: Sequence[float] | None = None,
         version: str | None = None,
     ) -> Generated:
-        """Handwriting of `text`, `samples` rows, reproducible from (seed, parameters, version)."""
-        check_text(text)
+        """Handwriting of `text` (checked by `app.limits.check_text`), `samples` rows, reproducible from
+        (seed, parameters, version)."""
         seed = secrets.randbits(63) if seed is None else seed
         engine = await self.pool.get(version)
         if temperature is None:
@@ -161,17 +144,17 @@ class Inference:
     async def encode(
         self, pixels: np.ndarray, label: int | None = None, version: str | None = None
     ) -> Encoded:
-        """Posterior, reconstruction and ELBO of a 28x28 image; without a label the CVAE picks it."""
+        """Posterior, reconstruction (z = mu) and ELBO of an image; without a label the CVAE picks it."""
         engine = await self.pool.get(version)
-        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32).reshape(1, SIDE * SIDE))
+        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32).reshape(1, IMAGE_PIXELS))
         labels = torch.arange(engine.num_classes) if label is None else torch.tensor([label])
         rows = x.expand(len(labels), -1).contiguous()  # all labels in ONE pass when inferring
         (mu, log_var, recon_probs, recon, kl), stats = await self.predict(engine, ENCODE, rows, labels)
         elbo = -(recon + kl)
         best = int(torch.argmax(elbo)) if label is None else 0
         probs = torch.softmax(elbo.double(), dim=0) if label is None else _one_hot(label, engine.num_classes)
-        reconstruction = recon_probs[best].numpy().reshape(SIDE, SIDE)
-        mse = float(np.mean((reconstruction - x.numpy().reshape(SIDE, SIDE)) ** 2))
+        reconstruction = recon_probs[best].numpy().reshape(IMAGE_SIDE, IMAGE_SIDE)
+        mse = float(np.mean((reconstruction - x.numpy().reshape(IMAGE_SIDE, IMAGE_SIDE)) ** 2))
         result = Encoded(
             version=engine.version,
             label=int(labels[best]),
@@ -188,12 +171,6 @@ class Inference:
         metrics.UPLOAD_RECON_MSE.labels(engine.version).observe(mse)
         metrics.UPLOAD_NEG_ELBO.labels(engine.version).observe(-result.elbo)
         return result
-
-    async def reconstruct(
-        self, pixels: np.ndarray, label: int | None = None, version: str | None = None
-    ) -> Encoded:
-        """The decoder mean at z = mu (in `Encoded.reconstruction`), with the same terms as `encode`."""
-        return await self.encode(pixels, label, version)
 
 
 def _one_hot(label: int, size: int) -> torch.Tensor:

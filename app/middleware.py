@@ -11,14 +11,9 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.errors import (
-    BodyTimeout,
-    PayloadTooLarge,
-    error_response,
-    http_error_for,
-    unexpected_error_response,
-)
-from app.logging import set_request_id
+from app.errors import error_response, http_error_for, unexpected_error_response
+from app.exceptions import BodyTimeout, PayloadTooLarge
+from app.logs import set_request_id
 
 log = logging.getLogger("app.access")
 

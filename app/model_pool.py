@@ -18,18 +18,31 @@ import collections
 import logging
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from app import metrics
 from app.engine import Engine
-from app.errors import InvalidInput, NotReady, redact
+from app.exceptions import InvalidInput, NotFound, NotReady, redact
 from model.errors import CheckpointError, RegistryError
-from model.registry import ACTIVE_FILE, Registry
+from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
 log = logging.getLogger("app.model_pool")
 
 NO_ACTIVE = "no active model version in the registry yet; train and promote one"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The registry's versions as the pool sees them: which is active, served and loaded, on what device."""
+
+    active: str | None
+    serving: str | None
+    loaded: list[str]
+    device: str
+    versions: list[VersionInfo]
 
 
 class ModelPool:
@@ -87,6 +100,21 @@ class ModelPool:
     def target(self) -> str | None:
         """The version this replica should serve: the pinned one, else the registry's active one."""
         return self.pinned if self.pinned is not None else self.pointer()
+
+    def catalog(self) -> Catalog:
+        """Every registry version with the pool's view of it (a pointer naming no version = no active one)."""
+        try:
+            active = self.pointer()
+        except RegistryError:
+            active = None
+        return Catalog(active, self._serving, self.loaded(), str(self.device), self.registry.versions())
+
+    def artifact(self, version: str, name: str) -> Path:
+        """The path of a file the training job saved beside a version's weights (NotFound when absent)."""
+        path = self.registry.path(version) / name
+        if not path.is_file():
+            raise NotFound(f"version {version} has no {name}")
+        return path
 
     # -- serving -------------------------------------------------------------------------------
     async def get(self, version: str | None = None) -> Engine:

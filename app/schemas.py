@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.inference import MAX_TEXT, SEED_LIMIT, check_text
+from app.limits import MAX_SAMPLES, MAX_SCALE, MAX_TEXT, SEED_LIMIT, DigitText, check_text
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 OutputFormat = Literal["png", "json"]
@@ -26,14 +26,16 @@ class GenerateRequest(BaseModel):
         },
     )
 
-    text: str = Field(
+    text: DigitText = Field(
         min_length=1,
         max_length=MAX_TEXT,
         description="1-32 ASCII digits 0-9 and spaces (a space is a blank tile), at least one digit.",
         # Documented for clients and API fuzzers; enforced by `check_text`, whose message is clearer.
         json_schema_extra={"pattern": "^[0-9 ]*[0-9][0-9 ]*$"},
     )
-    samples: int = Field(1, ge=1, le=16, description="Rows, each an independent rendering of the text.")
+    samples: int = Field(
+        1, ge=1, le=MAX_SAMPLES, description="Rows, each an independent rendering of the text."
+    )
     seed: int | None = Field(
         None, ge=0, lt=SEED_LIMIT, description="Same seed + parameters + version = byte-identical PNG."
     )
@@ -51,12 +53,12 @@ class GenerateRequest(BaseModel):
         max_length=1024,
         description="latent_dim finite floats (e.g. `mu` from /encode): every tile uses z = style.",
     )
-    scale: int = Field(1, ge=1, le=8, description="Nearest-neighbour upscale factor.")
+    scale: int = Field(1, ge=1, le=MAX_SCALE, description="Nearest-neighbour upscale factor.")
     invert: bool = Field(False, description="Black ink on white.")
 
     @field_validator("text")
     @classmethod
-    def _ascii_digits(cls, value: str) -> str:
+    def _ascii_digits(cls, value: str) -> DigitText:
         return check_text(value)
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.config import IMAGE_PIXELS
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 VERSION_NAME = re.compile(r"^v\d{4,}$")  # the registry's version names (model/registry.py)
 
@@ -41,7 +43,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="Deadline to receive a whole request body after its headers (408 after)."
     )
-    max_image_pixels: int = Field(16_000_000, ge=784)
+    max_image_pixels: int = Field(16_000_000, ge=IMAGE_PIXELS)
     admin_token: SecretStr | None = Field(None, description="Bearer token of /admin; unset = admin off.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_loaded_versions: int = Field(2, ge=1, le=32, description="Versions kept loaded (LRU).")

@@ -1,23 +1,24 @@
-"""Benchmark of POST /generate {"text": "42"}: the batched service against naive baselines.
+"""Benchmark of POST /generate: the service as `make serve` runs it against the plain implementation.
 
-Starts real uvicorn servers on free 127.0.0.1 ports over the same model, measures one client in
-sequence and then many concurrent clients for a bounded time, prints the figures and writes them to
-docs/performance.md (between its bench_generate markers). Servers:
+Starts real servers on free 127.0.0.1 ports over the same model, one after the other, and drives them
+with the standard HTTP load generator `hey` (Debian package `hey`):
 
-- `batched`: the service (`python -m app`) with its default batching settings.
-- `naive`: benchmarks/naive_server.py, one forward pass per request in a synchronous endpoint.
-- `unbatched`: the service itself with max_batch_size=1 and no wait (batching alone switched off).
-- `batched-2w` (extra, not the baseline comparison): the service with CVAE_WORKERS=2, one event loop
-  per core, to show the deployable capacity of the machine.
+- `project`: the service, `python -m app` with no setting changed (what `make serve` runs).
+- `plain`: benchmarks/naive_server.py, the same contract in a plain synchronous FastAPI endpoint, one
+  forward pass per request, no batching.
 
-Two load generators: httpx.AsyncClient (what an application would use) and benchmarks/raw_client.py
-(a minimal asyncio HTTP/1.1 client). On a 2-core machine httpx itself saturates a core at a few
-hundred requests per second, so only the raw client shows what the servers can do.
+Phases, each server in turn: one client in sequence (`hey -c 1`), 64 clients back to back for
+--duration seconds (`hey -c 64 -z`; the server's CPU time of all its processes from /proc divided by
+the requests it answered), the heavy request (32 digits x 16 samples x scale 8) from one client, and
+for the project the overload burst: 1,500 heavy requests from 300 clients (`hey -n 1500 -c 300`)
+while /readyz and a light /generate are polled every 100 ms. `hey` does not show response headers, so
+the same burst is sent a second time by benchmarks/raw_client.py, which checks that every 503 carries
+Retry-After.
 
 The model is the active version of --registry when there is one, else a freshly built network of the
 default preset with random weights (timing does not depend on the weights; the output says which).
 
-Run: `python -m benchmarks.bench_generate [--registry ./registry] [--duration 10] [--clients 64]`
+Run: `make bench` or `python -m benchmarks.bench_generate [--registry ./registry] [--duration 10]`
 """
 
 from __future__ import annotations
@@ -27,24 +28,31 @@ import asyncio
 import os
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
 
-from benchmarks.bench_report import Phase, render, write_doc
-from benchmarks.raw_client import hammer, post_request
-from loadtest.processes import free_port, running, wait_http_ok
+from app.settings import Settings
+from benchmarks import hey
+from benchmarks.bench_report import Overload, Result, render, write_doc
+from benchmarks.raw_client import burst, post_request
+from loadtest.processes import free_port
+from loadtest.server import APP_COMMAND, start_server
 from model.checkpoint import save_checkpoint
 from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
-BODY = {"text": "42"}
+LIGHT = {"text": "42"}
+HEAVY = {"text": "0123456789" * 3 + "01", "samples": 16, "scale": 8}
+DEADLINE_S = Settings.model_fields["request_timeout_s"].default  # the default request deadline
 
 
 # -- model and servers ---------------------------------------------------------------------------
@@ -69,134 +77,95 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
     )
 
 
+SERVER_SETTINGS: dict[str, dict[str, Any]] = {  # CVAE_* settings of the service kinds
+    "unbatched": {"max_batch_size": 1, "max_batch_wait_ms": 0},
+    "batched-2w": {"workers": 2},
+}
+
+
 @contextmanager
 def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
-    """Start one server kind; yields (base URL, pid)."""
+    """Start one server kind with the settings `make serve` uses; yields (base URL, pid)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVAE_")}
-    env.update(
-        PYTHONPATH=str(REPO), CVAE_REGISTRY=str(registry), CVAE_PORT=str(port), CVAE_LOG_LEVEL="warning"
-    )
-    command = [sys.executable, "-m", "app"]
-    if kind == "naive":
-        command = [sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port)]
-    elif kind == "unbatched":
-        env.update(CVAE_MAX_BATCH_SIZE="1", CVAE_MAX_BATCH_WAIT_MS="0")
-    elif kind == "batched-2w":
-        env.update(CVAE_WORKERS="2")
-    with running(command, log, env=env) as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/readyz", 120, process, log)
-        yield url, process.pid
-
-
-# -- load phases ---------------------------------------------------------------------------------
-async def _timed_post(client: httpx.AsyncClient, phase: Phase) -> None:
-    started = time.perf_counter()
-    try:
-        response = await client.post("/generate", json=BODY)
-    except httpx.HTTPError:
-        phase.errors += 1
-        return
-    if response.status_code != 200:
-        phase.errors += 1
-        return
-    phase.client_ms.append((time.perf_counter() - started) * 1000)
-    phase.server_ms.append(float(response.headers["x-inference-ms"]))
-
-
-async def sequential(url: str, count: int) -> Phase:
-    """One httpx client, one request at a time (after 20 warm-up requests)."""
-    phase = Phase()
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for _ in range(20):
-            await client.post("/generate", json=BODY)
-        started = time.perf_counter()
-        for _ in range(count):
-            await _timed_post(client, phase)
-        phase.seconds = time.perf_counter() - started
-    return phase
-
-
-async def concurrent_httpx(url: str, clients: int, seconds: float) -> Phase:
-    """`clients` httpx loops sending back to back for `seconds`."""
-    phase = Phase()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        await asyncio.gather(*(client.post("/generate", json=BODY) for _ in range(clients)))  # connect
-        deadline = time.perf_counter() + seconds
-
-        async def loop() -> None:
-            while time.perf_counter() < deadline:
-                await _timed_post(client, phase)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(clients)))
-        phase.seconds = time.perf_counter() - started
-    return phase
-
-
-def concurrent_raw(url: str, clients: int, seconds: float) -> Phase:
-    """`clients` raw keep-alive connections sending back to back for `seconds`."""
-    port = int(url.rsplit(":", 1)[1])
-    sink, elapsed = asyncio.run(hammer("127.0.0.1", port, post_request("/generate", BODY), clients, seconds))
-    phase = Phase(seconds=elapsed)
-    for status, client_ms, server_ms in sink:
-        if status != 200:
-            phase.errors += 1
-            continue
-        phase.client_ms.append(client_ms)
-        phase.server_ms.append(server_ms)
-    return phase
-
-
-def batch_stats(url: str) -> tuple[float, float]:
-    """(sum, count) of the service's decode batch-size histogram; (0, 0) without /metrics."""
-    total = count = 0.0
-    response = httpx.get(url + "/metrics")
-    for line in response.text.splitlines() if response.status_code == 200 else []:
-        if line.startswith('cvae_batch_size_sum{kind="decode"}'):
-            total = float(line.split()[-1])
-        elif line.startswith('cvae_batch_size_count{kind="decode"}'):
-            count = float(line.split()[-1])
-    return total, count
+    command: Sequence[str] = APP_COMMAND
+    if kind in ("naive", "plain"):
+        command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
+    with start_server(
+        registry, port=port, command=command, log_path=log, timeout_s=120, **SERVER_SETTINGS.get(kind, {})
+    ) as started:
+        yield started.base_url, started.process.pid
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time so far of a process and its live children (uvicorn workers)."""
-    ticks = 0
+    """User + system CPU time so far of a process and its live descendants (uvicorn workers)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended while we looked
             continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1] is the parent pid
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        parents[int(stat.parent.name)] = int(fields[1])
+        ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
+    family = {pid}
+    while True:
+        more = {child for child, parent in parents.items() if parent in family} - family
+        if not more:
+            break
+        family |= more
+    return sum(ticks.get(p, 0) for p in family) / os.sysconf("SC_CLK_TCK")
 
 
-def loaded(url: str, pid: int, run: Callable[[], Phase]) -> Phase:
-    """A concurrent phase, with the mean batch size and the server's CPU time per request added."""
-    (sum_before, count_before), cpu_before = batch_stats(url), cpu_seconds(pid)
-    phase = run()
-    cpu = cpu_seconds(pid) - cpu_before
-    sum_after, count_after = batch_stats(url)
-    batches = count_after - count_before
-    phase.mean_batch = (sum_after - sum_before) / batches if batches else 1.0
-    phase.cpu_ms = cpu * 1000 / max(1, len(phase.client_ms))
-    return phase
-
-
-def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> dict[str, Phase]:
-    """The three phases against one server kind."""
+# -- phases --------------------------------------------------------------------------------------
+def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> Result:
+    """Every phase against one server kind."""
     with server(kind, registry, log) as (url, pid):
-        return {
-            "single": asyncio.run(sequential(url, args.requests)),
-            "httpx": loaded(
-                url, pid, lambda: asyncio.run(concurrent_httpx(url, args.clients, args.duration))
-            ),
-            "raw": loaded(url, pid, lambda: concurrent_raw(url, args.clients, args.duration)),
-        }
+        generate = f"{url}/generate"
+        hey.hey(generate, LIGHT, clients=8, requests=400)  # warm-up
+        result = Result(single=hey.hey(generate, LIGHT, clients=1, requests=args.requests))
+        cpu_before = cpu_seconds(pid)
+        result.loaded = hey.hey(generate, LIGHT, clients=args.clients, duration_s=args.duration)
+        result.cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, result.loaded.count(200))
+        result.heavy = hey.hey(generate, HEAVY, clients=1, requests=args.heavy_requests)
+        if kind == "project" and args.burst:
+            result.overload = overload(url, args)
+    return result
+
+
+def overload(url: str, args: argparse.Namespace) -> Overload:
+    """The heavy burst with `hey` (statuses, times), /readyz and a light request polled beside it, then
+    the same burst from the raw client (Retry-After of every 503)."""
+    figures = Overload(requests=args.burst, clients=args.burst_clients, deadline_s=DEADLINE_S)
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll, args=(url, stop, figures), daemon=True)
+    poller.start()
+    try:
+        figures.hey = hey.hey(
+            f"{url}/generate", HEAVY, clients=args.burst_clients, requests=args.burst, timeout_s=60
+        )
+    finally:
+        stop.set()
+        poller.join()
+    port = int(url.rsplit(":", 1)[1])
+    request = post_request("/generate", HEAVY)
+    figures.raw = asyncio.run(burst("127.0.0.1", port, request, args.burst_clients, args.burst))
+    return figures
+
+
+def _poll(url: str, stop: threading.Event, figures: Overload) -> None:
+    """Every 100 ms: GET /readyz and a light POST /generate, recording status and seconds."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.wait(0.1):
+            for sink, call in (
+                (figures.readyz, lambda: client.get("/readyz")),
+                (figures.light, lambda: client.post("/generate", json=LIGHT)),
+            ):
+                started = time.perf_counter()
+                try:
+                    status = call().status_code
+                except httpx.HTTPError:
+                    status = 0
+                sink.append((status, time.perf_counter() - started))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,17 +173,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--registry", type=Path, default=Path("registry"))
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each concurrent phase")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of the 64-client phase")
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=300, help="requests of the one-client phase")
-    parser.add_argument("--servers", default="batched,naive,unbatched,batched-2w")
+    parser.add_argument("--requests", type=int, default=1000, help="requests of the one-client phase")
+    parser.add_argument("--heavy-requests", type=int, default=5, help="heavy requests from one client")
+    parser.add_argument(
+        "--burst", type=int, default=1500, help="heavy requests of the overload burst (0: none)"
+    )
+    parser.add_argument("--burst-clients", type=int, default=300)
+    parser.add_argument("--servers", default="project,plain")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "performance.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave docs/performance.md")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    load_before = os.getloadavg()[0]
+    hey.require()
+    uptime_before = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory(prefix="cvae-bench-") as scratch:
         registry, model = benchmark_registry(args.registry, Path(scratch))
         print(f"model: {model}", flush=True)
@@ -224,16 +200,17 @@ def main(argv: list[str] | None = None) -> None:
             results[kind] = measure(kind, registry, args, Path(scratch) / f"{kind}.log")
     setup = {
         "model": model,
-        "body": BODY,
-        "requests": args.requests,
-        "clients": args.clients,
-        "duration": f"{args.duration:g}",
-        "load": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
+        "args": args,
+        "load": f"{' '.join(uptime_before)} before, "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} after",
+        "light": LIGHT,
+        "heavy": HEAVY,
     }
     text = render(results, setup)
     print(text)
-    write_doc(args.output, text)
-    print(f"written to {args.output}")
+    if not args.no_write:
+        write_doc(args.output, text)
+        print(f"written to {args.output}")
 
 
 if __name__ == "__main__":

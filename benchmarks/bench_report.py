@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from benchmarks.hey import Run
+
 START, END = "<!-- bench_generate:start -->", "<!-- bench_generate:end -->"
+
+# The targets of the performance issue, checked in the verdict lines.
+TARGET_RATIO = 3.0  # 64-client req/s over the plain implementation's
+TARGET_P50_RATIO = 0.8  # one-client p50 over the plain implementation's
+TARGET_CPU_MS = 0.5  # server CPU per request at 64 clients
+TARGET_SHED_P99_MS = 50.0  # 503 answers in the overload burst
 
 
 @dataclass
-class Phase:
-    """What one load phase measured."""
+class Overload:
+    """What the overload burst measured."""
 
-    client_ms: list[float] = field(default_factory=list)
-    server_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    seconds: float = 0.0
-    mean_batch: float = 1.0
-    cpu_ms: float = float("nan")  # server CPU time per answered request
+    requests: int
+    clients: int
+    deadline_s: float
+    hey: Run | None = None
+    raw: list[tuple[int, str | None, float]] = field(default_factory=list)  # status, Retry-After, s
+    readyz: list[tuple[int, float]] = field(default_factory=list)  # status, s
+    light: list[tuple[int, float]] = field(default_factory=list)
 
-    @property
-    def rps(self) -> float:
-        return len(self.client_ms) / self.seconds if self.seconds else 0.0
+
+@dataclass
+class Result:
+    """Every phase against one server."""
+
+    single: Run
+    loaded: Run = field(default_factory=Run)
+    cpu_ms: float = float("nan")
+    heavy: Run = field(default_factory=Run)
+    overload: Overload | None = None
 
 
 def pct(values: list[float], q: float) -> float:
@@ -38,63 +54,124 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def _single_row(kind: str, p: Phase) -> str:
-    cells = [pct(p.server_ms, 50), pct(p.server_ms, 95), pct(p.server_ms, 99)]
-    cells += [pct(p.client_ms, 50), pct(p.client_ms, 95), pct(p.client_ms, 99)]
-    return f"| {kind} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {p.rps:.0f} |"
+def _ms(values: list[float], q: float) -> str:
+    return f"{pct(values, q) * 1000:.2f}"
 
 
-def _loaded_row(kind: str, p: Phase) -> str:
-    cells = [pct(p.server_ms, 50), pct(p.server_ms, 99), pct(p.client_ms, 50), pct(p.client_ms, 95)]
-    cells += [pct(p.client_ms, 99), p.mean_batch, p.cpu_ms]
-    return f"| {kind} | {p.rps:.0f} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {p.errors} |"
+def _main_table(results: dict[str, Result], clients: int) -> list[str]:
+    lines = [
+        f"| server | 1 client p50 ms | p99 | req/s | {clients} clients req/s | p50 ms | p99 | "
+        "server CPU ms/req | non-200 | heavy p50 s | heavy max s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in results.items():
+        ok = r.single.times(200)
+        loaded = r.loaded.times(200)
+        errors = len(r.loaded.statuses) - len(loaded) + r.loaded.missing
+        heavy = r.heavy.times(200)
+        lines.append(
+            f"| {kind} | {_ms(ok, 50)} | {_ms(ok, 99)} | {r.single.rps:.0f} | {r.loaded.rps:.0f} | "
+            f"{_ms(loaded, 50)} | {_ms(loaded, 99)} | {r.cpu_ms:.2f} | {errors} | "
+            f"{pct(heavy, 50):.3f} | {max(heavy, default=float('nan')):.3f} |"
+        )
+    return lines
 
 
-SINGLE_HEAD = [
-    "| server | server p50 ms | p95 | p99 | client p50 ms | p95 | p99 | req/s |",
-    "|---|---|---|---|---|---|---|---|",
-]
-LOADED_HEAD = [
-    "| server | req/s | server p50 ms | p99 | client p50 ms | p95 | p99 | mean batch | server CPU ms/req "
-    "| errors |",
-    "|---|---|---|---|---|---|---|---|---|---|",
-]
+def _overload_lines(o: Overload) -> list[str]:
+    lines = [
+        f"Overload: {o.requests} heavy requests from {o.clients} clients (deadline {o.deadline_s:g} s):",
+        "",
+    ]
+    if o.hey is not None:
+        shed, ok = o.hey.times(503), o.hey.times(200)
+        other = len(o.hey.statuses) - len(shed) - len(ok)
+        late = sum(1 for t in ok if t > o.deadline_s)
+        lines += [
+            "| client | 200 | 503 | other / no answer | 503 p50 ms | 503 p99 ms | 503 max ms | 200 max s "
+            "| 200 past the deadline | 503 with Retry-After |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| hey | {len(ok)} | {len(shed)} | {other} / {o.hey.missing} | {_ms(shed, 50)} | "
+            f"{_ms(shed, 99)} | {_ms(shed, 100)} | {max(ok, default=float('nan')):.2f} | {late} | "
+            "(hey shows no headers) |",
+        ]
+    if o.raw:
+        shed = [s for status, _, s in o.raw if status == 503]
+        ok = [s for status, _, s in o.raw if status == 200]
+        other = len(o.raw) - len(shed) - len(ok)
+        retry = sum(1 for status, after, _ in o.raw if status == 503 and after)
+        late = sum(1 for t in ok if t > o.deadline_s)
+        lines.append(
+            f"| raw_client | {len(ok)} | {len(shed)} | {other} / {o.requests - len(o.raw)} | "
+            f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | "
+            f"{max(ok, default=float('nan')):.2f} | {late} | {retry} of {len(shed)} |"
+        )
+    ready = [s for _, s in o.readyz]
+    light_ok = [s for status, s in o.light if status == 200]
+    lines += [
+        "",
+        f"During the hey burst, every 100 ms: /readyz answered {_statuses(o.readyz)} "
+        f"(max {_ms(ready, 100)} ms); a light `/generate` answered {_statuses(o.light)} "
+        f"(200s: p50 {_ms(light_ok, 50)} ms, max {_ms(light_ok, 100)} ms).",
+    ]
+    return lines
 
 
-def render(results: dict[str, dict[str, Phase]], setup: dict[str, object]) -> str:
-    """The benchmark's markdown: set-up, one-client table, one table per load generator, verdicts."""
+def _statuses(samples: list[tuple[int, float]]) -> str:
+    counts: dict[int, int] = {}
+    for status, _ in samples:
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{n}x {status or 'no answer'}" for status, n in sorted(counts.items())) or "nothing"
+
+
+def _verdicts(results: dict[str, Result], clients: int) -> list[str]:
+    ours, plain = results.get("project"), results.get("plain")
+    lines = []
+    if ours and plain and plain.loaded.rps:
+        ratio = ours.loaded.rps / plain.loaded.rps
+        p50 = pct(ours.single.times(200), 50) / pct(plain.single.times(200), 50)
+        lines += [
+            f"- {clients} clients: project / plain throughput = **{ratio:.2f}x** "
+            f"(target >= {TARGET_RATIO:g}x)",
+            f"- 1 client: project p50 / plain p50 = **{p50:.2f}** (target <= {TARGET_P50_RATIO:g})",
+        ]
+    if ours:
+        lines.append(
+            f"- server CPU per request at {clients} clients: **{ours.cpu_ms:.2f} ms** "
+            f"(target <= {TARGET_CPU_MS:g})"
+        )
+    if ours and ours.overload and ours.overload.hey:
+        o = ours.overload
+        shed = o.hey.times(503) + [s for status, _, s in o.raw if status == 503]
+        late = sum(1 for t in o.hey.times(200) if t > o.deadline_s)
+        late += sum(1 for status, _, t in o.raw if status == 200 and t > o.deadline_s)
+        lines.append(
+            f"- overload: 503 p99 **{pct(shed, 99) * 1000:.1f} ms** over both bursts (target <= "
+            f"{TARGET_SHED_P99_MS:g}), accepted answers past the deadline: **{late}**, "
+            f"/readyz non-200: **{sum(1 for s, _ in o.readyz if s != 200)}**"
+        )
+    return lines
+
+
+def render(results: dict[str, Result], setup: dict[str, Any]) -> str:
+    """The benchmark's markdown: set-up, the table, the overload figures, the verdicts."""
+    args = setup["args"]
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, Python {platform.python_version()}; "
-        f"load average {setup['load']}.",
+        f"load average (1/5/15 min) {setup['load']}.",
         f"Model: {setup['model']}.",
-        f"Request: `POST /generate {json.dumps(setup['body'])}`. "
-        "Load generators and servers share the machine.",
+        f"Load generator: `hey` (one client: `-n {args.requests} -c 1`; loaded: `-c {args.clients} "
+        f"-z {args.duration:g}s`; heavy: `-n {args.heavy_requests} -c 1`). Light request `POST /generate "
+        f"{setup['light']}`, heavy `{setup['heavy']}`. Servers started with the settings `make serve` uses; "
+        "load generator and server share the machine.",
         "",
-        f"One client (httpx, {setup['requests']} requests in sequence; server = `X-Inference-Ms`):",
+        *_main_table(results, args.clients),
         "",
-        *SINGLE_HEAD,
-        *(_single_row(kind, r["single"]) for kind, r in results.items()),
     ]
-    for client, title in (("httpx", "httpx.AsyncClient"), ("raw", "benchmarks/raw_client.py")):
-        lines += [
-            "",
-            f"{setup['clients']} concurrent clients ({title}, back to back for {setup['duration']} s):",
-            "",
-        ]
-        lines += [*LOADED_HEAD, *(_loaded_row(kind, r[client]) for kind, r in results.items())]
-    p50 = pct(results["batched"]["single"].server_ms, 50)
-    lines += ["", f"- batched, one client, server-side p50: **{p50:.2f} ms** (target <= 5 ms)"]
-    pairs = [("batched", "naive"), ("batched", "unbatched"), ("batched-2w", "naive")]
-    for client in ("httpx", "raw"):
-        for ours, base in pairs:
-            if ours in results and base in results and results[base][client].rps:
-                ratio = results[ours][client].rps / results[base][client].rps
-                lines.append(
-                    f"- {setup['clients']} clients, {client} load: {ours} / {base} throughput "
-                    f"= **{ratio:.2f}x**"
-                )
-    lines.append("- target: batched / naive >= 3x")
+    ours = results.get("project")
+    if ours and ours.overload:
+        lines += [*_overload_lines(ours.overload), ""]
+    lines += _verdicts(results, args.clients)
     return "\n".join(lines) + "\n"
 
 

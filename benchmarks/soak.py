@@ -27,6 +27,8 @@ from pathlib import Path
 
 from benchmarks.bench_generate import REPO, benchmark_registry, server
 from benchmarks.raw_client import post_request
+from loadtest.mix import png_bytes
+from training.data import load_bundled
 
 KINDS = ("generate", "encode", "reconstruct")
 WARM_UP_SHARE = 0.1  # RSS "at the start" is taken once this share of the requests is done
@@ -53,18 +55,7 @@ def multipart_request(path: str, png: bytes) -> bytes:
 
 def digit_pngs(count: int) -> list[bytes]:
     """PNGs of the first `count` bundled MNIST digits."""
-    import io
-
-    from PIL import Image
-
-    from training.data import load_bundled
-
-    pngs = []
-    for image in load_bundled().images[:count]:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
-    return pngs
+    return [png_bytes(image) for image in load_bundled().images[:count]]
 
 
 def request_pool(mix: dict[str, float], size: int, seed: int) -> list[tuple[str, bytes]]:

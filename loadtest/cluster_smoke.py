@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,12 +111,12 @@ class Smoke:
         self.args = args
         self.out = out
         self.registry = Registry(registry)
-        settings = {
-            "CVAE_REGISTRY_POLL_S": str(args.poll_s),
-            "CVAE_DRAIN_DELAY_S": str(args.drain_delay_s),
-            "CVAE_WORKERS": "1",
-            "CVAE_TORCH_THREADS": "1",
-            "CVAE_LOG_JSON": "true",
+        settings: dict[str, object] = {
+            "registry_poll_s": args.poll_s,
+            "drain_delay_s": args.drain_delay_s,
+            "workers": 1,
+            "torch_threads": 1,
+            "log_json": "true",
         }
         self.replicas = [Replica(n, registry, out / f"{n}.log", settings) for n in REPLICA_NAMES]
         self.haproxy = HAProxy(self.replicas, out / "haproxy.log")
@@ -195,7 +196,6 @@ class Smoke:
             code = replica.terminate()
             stopped = time.monotonic()
             replica.start()
-            replica.wait_ready()
             back = self.haproxy.wait_for(lambda s, name=replica.name: s.get(name) == "UP", 30.0)
             restarts.append(
                 {
@@ -225,10 +225,8 @@ class Smoke:
     # -- the whole run ---------------------------------------------------------------------------
     def run(self) -> None:
         say(f"starting {len(self.replicas)} replicas sharing {self.registry.root}")
-        for replica in self.replicas:
-            replica.start()
-        for replica in self.replicas:
-            replica.wait_ready()
+        with ThreadPoolExecutor(len(self.replicas)) as pool:  # they start side by side
+            list(pool.map(lambda replica: replica.start(), self.replicas))
         say(f"haproxy {self.haproxy.url} (deploy/haproxy/haproxy.cfg)")
         self.haproxy.start()
         self.traffic.start()

@@ -1,9 +1,9 @@
 """A fleet on loopback: API replicas (`python -m app`) sharing one registry, behind a real HAProxy.
 
-`Replica` is one service process on its own 127.0.0.1 port that can be stopped (SIGTERM: it drains and
-exits), killed (SIGKILL) and started again on the same port. `HAProxy` runs deploy/haproxy/haproxy.cfg,
-the file the compose stack uses, with the replica addresses in its environment, and reads the state of
-each server from its stats page.
+`Replica` is one service process (loadtest.server) on its own 127.0.0.1 port that can be stopped
+(SIGTERM: it drains and exits), killed (SIGKILL) and started again on the same port. `HAProxy` runs
+deploy/haproxy/haproxy.cfg, the file the compose stack uses, with the replica addresses in its
+environment, and reads the state of each server from its stats page.
 """
 
 from __future__ import annotations
@@ -14,40 +14,29 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.processes import StartError, free_port, log_tail, stop, wait_http_ok
+from loadtest.processes import StartError, free_port, log_tail, spawn, stop
+from loadtest.server import ServerProcess, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 HAPROXY_CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
 REPLICA_NAMES = ("api1", "api2", "api3")  # the servers deploy/haproxy/haproxy.cfg declares locally
-START_TIMEOUT_S = 120.0
-
-
-def replica_env(registry: Path, port: int, settings: dict[str, str]) -> dict[str, str]:
-    """Our environment minus stray CVAE_* settings, plus this replica's."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("CVAE_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    env.update(PYTHONUNBUFFERED="1", CVAE_REGISTRY=str(registry), CVAE_HOST="127.0.0.1", CVAE_PORT=str(port))
-    env.update(settings)
-    return env
 
 
 @dataclass
 class Replica:
-    """One `python -m app` process on a fixed loopback port."""
+    """One `python -m app` process (loadtest.server) on a fixed loopback port, restartable."""
 
     name: str
     registry: Path
     log_path: Path
-    settings: dict[str, str]
+    settings: dict[str, object]
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    server: ServerProcess | None = None
     exit_codes: list[int | None] = field(default_factory=list)
 
     @property
@@ -55,36 +44,25 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start the process (its own process group); `wait_ready` waits for /readyz."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app"],
-                cwd=REPO,
-                env=replica_env(self.registry, self.port, self.settings),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        wait_http_ok(self.url + "/readyz", START_TIMEOUT_S, self.process, self.log_path)
+        """Start the service on this replica's port and wait until /readyz answers 200."""
+        settings = {f"CVAE_{name.upper()}": str(value) for name, value in self.settings.items()}
+        self.server = start_server(self.registry, port=self.port, log_path=self.log_path, env=settings)
 
     def terminate(self, grace_s: float = 60.0) -> int | None:
         """SIGTERM (the replica drains), wait for its exit; returns the exit code."""
-        code = stop(self.process, grace_s) if self.process else None
+        code = self.server.stop(grace_s) if self.server else None
         self.exit_codes.append(code)
         return code
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a crash, nothing drains."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            self.exit_codes.append(self.process.returncode)
+        if self.server and self.server.process.poll() is None:
+            os.killpg(self.server.process.pid, signal.SIGKILL)
+            self.server.process.wait(10)
+            self.exit_codes.append(self.server.process.returncode)
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.server is not None and self.server.process.poll() is None
 
 
 def haproxy_binary() -> str:
@@ -123,15 +101,7 @@ class HAProxy:
         checked = subprocess.run([*command, "-c"], env=self.env(), capture_output=True, text=True)
         if checked.returncode != 0:
             raise StartError(f"haproxy -c refused {HAPROXY_CONFIG}:\n{checked.stdout}{checked.stderr}")
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "-db"],
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = spawn([*command, "-db"], self.log_path, self.env())
         self.wait_for(lambda states: all(states.get(n) == "UP" for n in REPLICA_NAMES), 30.0)
 
     def stop(self) -> None:

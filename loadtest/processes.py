@@ -1,4 +1,6 @@
-"""Child processes of the load test: started in their own process group, always stopped.
+"""Child processes (the service, Prometheus, Locust): started in their own process group, always stopped.
+
+Shared by the load test, the benchmarks and the tests; loadtest/server.py builds the service on it.
 
 Every process runs in a new session so that a Ctrl-C in the terminal reaches only the runner, which then
 stops the children in order (SIGTERM to the whole group, SIGKILL after a grace period): uvicorn workers
@@ -16,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -55,14 +57,28 @@ def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> int | None:
     return proc.returncode
 
 
-@contextlib.contextmanager
-def running(cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-            grace_s: float = 20.0) -> Iterator[subprocess.Popen]:
-    """Run `cmd` in its own process group with output to `log_path`; stop it when the block ends."""
+def spawn(
+    cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own process group, its output appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
+            start_new_session=True,
+        )
+
+
+@contextlib.contextmanager
+def running(
+    cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, grace_s: float = 20.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `cmd` (see `spawn`); stop it when the block ends."""
+    proc = spawn(cmd, log_path, env)
     try:
         yield proc
     finally:
@@ -80,9 +96,14 @@ def http_status(url: str, timeout_s: float = 2.0) -> int | None:
         return None
 
 
-def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = None,
-                 log_path: Path | None = None) -> None:
-    """Poll `url` until it answers 200; fail early if `proc` exits, with its log tail."""
+def wait_http_ok(
+    url: str,
+    timeout_s: float,
+    proc: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+    name: str = "process",
+) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` (called `name`) exits, with its log tail."""
     deadline = time.monotonic() + timeout_s
     status = None
     while time.monotonic() < deadline:
@@ -91,8 +112,8 @@ def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = Non
             return
         if proc is not None and proc.poll() is not None:
             tail = log_tail(log_path) if log_path else ""
-            raise StartError(f"{proc.args!r} exited with {proc.returncode}:\n{tail}")
-        time.sleep(0.25)
+            raise StartError(f"{name} exited with {proc.returncode} ({proc.args!r}):\n{tail}")
+        time.sleep(0.1)
     tail = log_tail(log_path) if log_path else ""
     raise StartError(f"{url} did not answer 200 within {timeout_s:.0f} s (last answer: {status})\n{tail}")
 

@@ -106,14 +106,6 @@ class PromClient:
         return [(item["metric"], [(float(t), float(v)) for t, v in item["values"]])
                 for item in data["result"]]
 
-    def ready(self) -> bool:
-        """Whether the server answers /-/ready."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     def wait_scrape_after(self, moment: float, job: str = JOB, timeout_s: float = 60.0) -> float:
         """Wait for a successful scrape of `job` that started after `moment`; returns its time."""
         deadline = time.monotonic() + timeout_s

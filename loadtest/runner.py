@@ -31,22 +31,34 @@ from typing import Any
 from loadtest import figures, report
 from loadtest.processes import free_port, run_foreground, running, stop, wait_http_ok
 from loadtest.prom import PromClient, PromError, scrape_config, server_command
+from loadtest.server import start_server
 from loadtest.warmup import model_version, warm_up
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--duration", type=float, default=60, help="seconds of load")
     p.add_argument("--users", type=int, default=32, help="concurrent Locust users")
     p.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
-    p.add_argument("--registry", type=Path, default=Path(os.environ.get("CVAE_REGISTRY", "registry")),
-                   help="model registry ($CVAE_REGISTRY)")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        default=Path(os.environ.get("CVAE_REGISTRY", "registry")),
+        help="model registry ($CVAE_REGISTRY)",
+    )
     p.add_argument("--train-args", default="", help="extra flags for `python -m training --if-empty`")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("CVAE_WORKERS", "1")),
-                   help="uvicorn workers of the service ($CVAE_WORKERS)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("CVAE_WORKERS", "1")),
+        help="uvicorn workers of the service ($CVAE_WORKERS)",
+    )
     p.add_argument("--target", help="URL of an already running service (then none is started)")
     p.add_argument("--prometheus-url", help="URL of a Prometheus already scraping the target")
     p.add_argument("--job", default="cvae-api", help="Prometheus job name of the service's scrapes")
@@ -72,27 +84,40 @@ def report_dir(out: Path) -> Path:
     raise FileExistsError(f"no free report directory name under {out}")
 
 
-def start_service(stack: contextlib.ExitStack, args: argparse.Namespace, run_dir: Path, tmp: Path) -> str:
+def start_service(stack: contextlib.ExitStack, args: argparse.Namespace, run_dir: Path) -> str:
     """Train if the registry is empty, then start `python -m app` on a free port; returns its URL."""
     say(f"model: python -m training --if-empty --registry {args.registry} {args.train_args}".rstrip())
-    run_foreground([sys.executable, "-m", "training", "--registry", str(args.registry), "--if-empty",
-                    *shlex.split(args.train_args)])
-    port = free_port()
-    env = {**os.environ, "CVAE_REGISTRY": str(args.registry), "CVAE_HOST": "127.0.0.1",
-           "CVAE_PORT": str(port), "CVAE_WORKERS": str(args.workers)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    if args.workers > 1:  # each worker writes its metrics there; /metrics adds them up
-        (tmp / "multiproc").mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "multiproc")
-    url = f"http://127.0.0.1:{port}"
-    say(f"service: python -m app on {url} ({args.workers} worker(s)), log {run_dir / 'service.log'}")
-    proc = stack.enter_context(running([sys.executable, "-m", "app"], run_dir / "service.log", env))
-    wait_http_ok(f"{url}/readyz", args.startup_timeout, proc, run_dir / "service.log")
-    return url
+    run_foreground(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "--registry",
+            str(args.registry),
+            "--if-empty",
+            *shlex.split(args.train_args),
+        ]
+    )
+    port, log = free_port(), run_dir / "service.log"
+    say(f"service: python -m app on http://127.0.0.1:{port} ({args.workers} worker(s)), log {log}")
+    # The CVAE_* settings of our environment configure the service (the multiprocess metrics
+    # directory of several workers is made by `python -m app` itself).
+    server = stack.enter_context(
+        start_server(
+            args.registry,
+            port=port,
+            log_path=log,
+            inherit_settings=True,
+            timeout_s=args.startup_timeout,
+            workers=args.workers,
+        )
+    )
+    return server.base_url
 
 
-def start_prometheus(stack: contextlib.ExitStack, target: str, args: argparse.Namespace,
-                     run_dir: Path, tmp: Path) -> PromClient:
+def start_prometheus(
+    stack: contextlib.ExitStack, target: str, args: argparse.Namespace, run_dir: Path, tmp: Path
+) -> PromClient:
     """A throwaway Prometheus scraping `target` every scrape interval; returns its client."""
     config = run_dir / "prometheus.yml"
     hostport = target.split("://", 1)[-1].rstrip("/")
@@ -107,12 +132,34 @@ def start_prometheus(stack: contextlib.ExitStack, target: str, args: argparse.Na
 
 def locust_command(args: argparse.Namespace, target: str, run_dir: Path) -> list[str]:
     spawn_rate = args.spawn_rate or args.users
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", target,
-            "--users", str(args.users), "--spawn-rate", f"{spawn_rate:g}",
-            "--run-time", f"{args.duration:g}s",
-            "--stop-timeout", "15", "--csv", str(run_dir / "locust"), "--csv-full-history",
-            "--json-file", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
-            "--only-summary", "--loglevel", "WARNING"]
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        target,
+        "--users",
+        str(args.users),
+        "--spawn-rate",
+        f"{spawn_rate:g}",
+        "--run-time",
+        f"{args.duration:g}s",
+        "--stop-timeout",
+        "15",
+        "--csv",
+        str(run_dir / "locust"),
+        "--csv-full-history",
+        "--json-file",
+        str(run_dir / "locust"),
+        "--html",
+        str(run_dir / "locust.html"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
 
 
 def run_locust(args: argparse.Namespace, target: str, run_dir: Path) -> int | None:
@@ -140,14 +187,24 @@ def measure(args: argparse.Namespace, target: str, prom: PromClient, run_dir: Pa
     client = figures.client_figures(entries, window.seconds)
     server = figures.server_figures(prom, before, window)
     series = figures.server_series(prom, window, rate_window_s=max(3.0, 3 * args.scrape_interval))
-    history = {**figures.client_history(run_dir / "locust_stats_history.csv"),
-               **{f"rate_{k}": v for k, v in figures.client_rate(entries).items()}}
-    run = {"started_at": datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
-           "duration_s": args.duration, "measured_s": round(window.seconds, 3), "users": args.users,
-           "spawn_rate": args.spawn_rate or args.users, "target": target, "prometheus": prom.url,
-           "scrape_interval_s": args.scrape_interval, "model_version": model_version(target),
-           "workers": None if args.target else args.workers, "locust_exit_code": code,
-           "cpu_count": os.cpu_count()}
+    history = {
+        **figures.client_history(run_dir / "locust_stats_history.csv"),
+        **{f"rate_{k}": v for k, v in figures.client_rate(entries).items()},
+    }
+    run = {
+        "started_at": datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
+        "duration_s": args.duration,
+        "measured_s": round(window.seconds, 3),
+        "users": args.users,
+        "spawn_rate": args.spawn_rate or args.users,
+        "target": target,
+        "prometheus": prom.url,
+        "scrape_interval_s": args.scrape_interval,
+        "model_version": model_version(target),
+        "workers": None if args.target else args.workers,
+        "locust_exit_code": code,
+        "cpu_count": os.cpu_count(),
+    }
     record = report.summary(run, client, server)
     report.write(run_dir, record, history, series, t0=start)
     return record
@@ -157,7 +214,7 @@ def execute(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Start what is needed, measure, and stop everything again."""
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="cvae-loadtest-") as tmp_name:
         tmp = Path(tmp_name)
-        target = args.target.rstrip("/") if args.target else start_service(stack, args, run_dir, tmp)
+        target = args.target.rstrip("/") if args.target else start_service(stack, args, run_dir)
         if args.target:
             wait_http_ok(f"{target}/readyz", args.startup_timeout)
         if args.prometheus_url:
@@ -189,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(run_dir, flush=True)
         return 1
     client, agree = record["client"], record["agreement"]
-    say(f"Locust {client['requests']:.0f} requests, {client['failures']:.0f} failures; Prometheus "
-        f"{record['server']['requests']:.0f} requests; counts differ by {agree['request_count_diff_pct']} %")
+    say(
+        f"Locust {client['requests']:.0f} requests, {client['failures']:.0f} failures; Prometheus "
+        f"{record['server']['requests']:.0f} requests; counts differ by {agree['request_count_diff_pct']} %"
+    )
     say(f"report: {run_dir / 'summary.md'}")
     print(run_dir, flush=True)
     return 0 if client["failures"] == 0 and agree["within_tolerance"] else 1

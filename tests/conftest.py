@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import train_tiny
+from tests.builders.models import train_tiny
 
 
 @pytest.fixture(scope="session")

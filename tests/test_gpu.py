@@ -9,12 +9,12 @@ import httpx
 import pytest
 import torch
 
+from loadtest.server import start_server
 from model.checkpoint import load_checkpoint
 from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
-from tests.app.server import running_server
-from tests.factories import train_tiny
+from tests.builders.models import train_tiny
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,7 +42,8 @@ def test_training_on_cuda_writes_a_version_that_loads_on_both_devices(tmp_path: 
 
 
 def test_service_serves_from_the_gpu(trained_registry: Path) -> None:
-    with running_server(trained_registry, device="cuda") as url:
+    with start_server(trained_registry, device="cuda") as server:
+        url = server.base_url
         models = httpx.get(f"{url}/v1/models").json()
         answer = httpx.post(f"{url}/generate", json={"text": "2026", "seed": 1})
         metrics = httpx.get(f"{url}/metrics").text

@@ -10,6 +10,7 @@ import numpy as np
 
 from app import imaging
 from app.batching import BatchStats
+from app.schemas import InferenceMetrics
 
 # Encoding a PNG of more pixels than this runs on a worker thread, so big images do not stall the loop.
 _INLINE_PNG_PIXELS = 200_000
@@ -32,14 +33,14 @@ def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def timing(started: float, stats: BatchStats) -> dict[str, float | int]:
-    """The `metrics` block of inference responses."""
-    return {
-        "inference_ms": elapsed_ms(started),
-        "queue_ms": round(stats.queue_ms, 3),
-        "compute_ms": round(stats.compute_ms, 3),
-        "batch_size": stats.batch_size,
-    }
+def timing(started: float, stats: BatchStats) -> InferenceMetrics:
+    """The timing part of the `metrics` block of inference responses."""
+    return InferenceMetrics(
+        inference_ms=elapsed_ms(started),
+        queue_ms=round(stats.queue_ms, 3),
+        compute_ms=round(stats.compute_ms, 3),
+        batch_size=stats.batch_size,
+    )
 
 
 def timing_headers(version: str, inference_ms: float) -> dict[str, str]:

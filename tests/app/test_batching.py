@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.batching import Batcher
-from app.errors import InferenceTimeout, NotReady, Overloaded
+from app.exceptions import InferenceTimeout, NotReady, Overloaded
 
 
 class Doubler:

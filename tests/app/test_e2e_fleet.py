@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.server import start_server
 from model.registry import Registry
-from tests.app.metrics_text import scrape, value
-from tests.app.server import running_server, start_server
+from tests.builders.metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(120)
 POLL_S = 0.2
@@ -42,7 +42,8 @@ def serves(url: str, version: str) -> bool:
 
 def test_a_new_active_version_is_followed_without_a_failed_request(registry: Registry) -> None:
     old, new = registry.version_names()[:2]
-    with running_server(registry.root, registry_poll_s=POLL_S) as url:
+    with start_server(registry.root, registry_poll_s=POLL_S) as server:
+        url = server.base_url
         statuses: list[int] = []
         versions: set[str] = set()
         stop = threading.Event()
@@ -77,7 +78,8 @@ def test_a_broken_new_version_leaves_the_replica_serving_what_it_had(registry: R
     good, broken = registry.version_names()[:2]
     weights = registry.path(broken) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated: the copy was cut off
-    with running_server(registry.root, registry_poll_s=POLL_S) as url:
+    with start_server(registry.root, registry_poll_s=POLL_S) as server:
+        url = server.base_url
         registry.promote(broken)
         wait_until(lambda: value(scrape(url), "cvae_model_load_failures_total", version=broken) == 1)
         time.sleep(5 * POLL_S)  # more polls: no second attempt, still up and serving the good one
@@ -90,7 +92,8 @@ def test_a_broken_new_version_leaves_the_replica_serving_what_it_had(registry: R
 
 def test_a_pinned_replica_serves_its_version_whatever_is_active(registry: Registry) -> None:
     active, pinned = registry.version_names()[:2]
-    with running_server(registry.root, registry_poll_s=POLL_S, model_version=pinned) as url:
+    with start_server(registry.root, registry_poll_s=POLL_S, model_version=pinned) as server:
+        url = server.base_url
         assert serves(url, pinned)
         registry.promote(pinned)
         registry.promote(active)
@@ -125,8 +128,7 @@ def _trickled_encode(url: str, seconds: float, result: dict[str, object]) -> Non
 
 
 def test_sigterm_turns_readyz_503_at_once_finishes_requests_and_exits_0(registry: Registry) -> None:
-    server = start_server(registry.root, drain_delay_s=1.5)
-    try:
+    with start_server(registry.root, drain_delay_s=1.5) as server:
         in_flight: dict[str, object] = {}
         uploader = threading.Thread(target=_trickled_encode, args=(server.base_url, 2.5, in_flight))
         uploader.start()
@@ -142,10 +144,7 @@ def test_sigterm_turns_readyz_503_at_once_finishes_requests_and_exits_0(registry
         assert value(scrape(server.base_url), "cvae_draining") == 1
         code = server.process.wait(30)
         uploader.join(30)
-    finally:
-        server.stop()
-    log = server.log()
-    server.log_path.unlink(missing_ok=True)
+        log = server.log()
     assert code == 0
     assert isinstance(in_flight["status"], int), in_flight  # the in-flight request got its answer
     assert time.monotonic() - signalled >= 1.5  # the drain delay was kept

@@ -12,9 +12,10 @@ import httpx
 import pytest
 import torch
 
+from loadtest.server import start_server
 from model.registry import Registry
-from tests.app.metrics_text import scrape, value
-from tests.app.server import generate_concurrently, running_server, start_server
+from tests.builders.http import generate_concurrently
+from tests.builders.metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,7 +24,8 @@ def test_an_empty_registry_serves_503_until_a_version_is_promoted(
     tmp_path: Path, trained_registry: Path
 ) -> None:
     root = tmp_path / "registry"
-    with running_server(root, ready=False, registry_poll_s=0.2) as url:
+    with start_server(root, ready=False, registry_poll_s=0.2) as server:
+        url = server.base_url
         ready = httpx.get(url + "/readyz")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
         assert "no active model version" in ready.json()["detail"]
@@ -64,9 +66,10 @@ def _ready_within(url: str, seconds: float) -> bool:
 def test_overload_gets_fast_503s_and_recovers(serving_registry: Path) -> None:
     # A slow upload stays in flight, so a batch waits its full second to fill: accepted requests stay
     # queued, and only 3 may wait at once.
-    with running_server(
+    with start_server(
         serving_registry, max_batch_wait_ms=1000, max_queue_depth=3, request_timeout_s=5
-    ) as url:
+    ) as server:
+        url = server.base_url
         uploader = threading.Thread(target=_slow_upload, args=(url, 1.5))
         uploader.start()
         time.sleep(0.3)
@@ -97,7 +100,8 @@ def _slow_upload(url: str, seconds: float) -> None:
 
 
 def test_a_request_past_its_timeout_gets_503(serving_registry: Path) -> None:
-    with running_server(serving_registry, max_batch_wait_ms=1000, request_timeout_s=0.3) as url:
+    with start_server(serving_registry, max_batch_wait_ms=1000, request_timeout_s=0.3) as server:
+        url = server.base_url
         uploader = threading.Thread(target=_slow_upload, args=(url, 1.5))
         uploader.start()
         time.sleep(0.3)  # another request is in flight: a batch waits up to 1 s for it, past the timeout
@@ -115,7 +119,8 @@ def test_two_workers_aggregate_their_metrics(serving_registry: Path, tmp_path: P
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    with running_server(serving_registry, workers=2, env=env) as url:
+    with start_server(serving_registry, workers=2, env=env) as server:
+        url = server.base_url
         sent = 0
         for _ in range(20):  # until both workers have served (the kernel picks who accepts)
             responses = generate_concurrently(url, [{"text": "12", "seed": i} for i in range(30)])
@@ -168,7 +173,7 @@ def test_cuda_asked_for_without_cuda_fails_fast(serving_registry: Path) -> None:
         pytest.skip("CUDA is available here")
     with (
         pytest.raises(RuntimeError, match="CUDA is not available") as failure,
-        running_server(serving_registry, device="cuda"),
+        start_server(serving_registry, device="cuda"),
     ):
         pass
     # a clear one-line error and exit code 2, not a traceback

@@ -8,12 +8,12 @@ import time
 import httpx
 import pytest
 
-from tests.app.conftest import ADMIN_TOKEN
-from tests.app.metrics_text import scrape, value
-from tests.app.server import generate_concurrently
+from tests.builders.http import generate_concurrently
+from tests.builders.images import digit_png
+from tests.builders.metrics import scrape, value
+from tests.builders.servers import ADMIN_TOKEN, AUTH
 
 pytestmark = pytest.mark.timeout(180)
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def test_healthz_and_readyz(http: httpx.Client, active_version: str) -> None:
@@ -75,8 +75,6 @@ def test_metrics_move(http: httpx.Client, mnist) -> None:  # noqa: ANN001
     for _ in range(3):
         assert http.post("/generate", json={"text": "12 3", "samples": 2}).status_code == 200
     http.post("/generate", json={"text": "\u0663"})
-    from tests.app.test_e2e_uploads import digit_png
-
     http.post("/encode", files={"file": ("d.png", digit_png(mnist[0][0]), "image/png")})
     after = scrape(http)
 

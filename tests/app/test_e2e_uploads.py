@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.builders.images import digit_png, encode, png_declaring
+
 pytestmark = pytest.mark.timeout(120)
-
-
-def encode_image(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def digit_png(digit: np.ndarray) -> bytes:
-    return encode_image(Image.fromarray(digit), "PNG")
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A few hundred bytes declaring a huge 8-bit grayscale image (rows of zeros, deflated)."""
-    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-    rows = zlib.compress(b"\0" * (width + 1) * 64, 9)  # the first 64 rows; enough to look real
-    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
 
 
 def photo_like(digit: np.ndarray, seed: int = 0) -> bytes:
@@ -43,7 +22,7 @@ def photo_like(digit: np.ndarray, seed: int = 0) -> bytes:
     light = np.linspace(0.95, 0.7, 280, dtype=np.float32)[None, :] * np.linspace(1.0, 0.85, 280)[:, None]
     paper = light * 235 + rng.normal(0, 4, (280, 280))
     photo = np.clip(paper * (1 - 0.8 * ink), 0, 255).astype(np.uint8)
-    return encode_image(Image.fromarray(photo), "JPEG", quality=85)
+    return encode(Image.fromarray(photo), "JPEG", quality=85)
 
 
 def post(
@@ -157,17 +136,17 @@ def test_every_upload_form_becomes_the_digit(http: httpx.Client, mnist, form: st
     digit = mnist[0][6]
     big = Image.fromarray(digit).resize((112, 112), Image.NEAREST)
     if form == "gif":
-        data, mime = encode_image(big, "GIF"), "image/gif"
+        data, mime = encode(big, "GIF"), "image/gif"
     elif form == "rgba":  # a canvas export: dark strokes on transparency
         rgba = np.zeros((112, 112, 4), dtype=np.uint8)
         rgba[..., 3] = np.asarray(big)
-        data, mime = encode_image(Image.fromarray(rgba, "RGBA"), "PNG"), "image/png"
+        data, mime = encode(Image.fromarray(rgba, "RGBA"), "PNG"), "image/png"
     elif form == "photo":
         data, mime = photo_like(digit), "image/jpeg"
     elif form == "jpeg-large":
-        data, mime = encode_image(big.resize((1000, 1000)).convert("RGB"), "JPEG"), "image/jpeg"
+        data, mime = encode(big.resize((1000, 1000)).convert("RGB"), "JPEG"), "image/jpeg"
     else:
-        data, mime = encode_image(big, form.upper()), f"image/{form}"
+        data, mime = encode(big, form.upper()), f"image/{form}"
     response = post(http, "/reconstruct", data, name=f"d.{form}", mime=mime, params={"format": "json"})
     assert response.status_code == 200, response.text
     seen = unpng(response.json()["input_png_base64"])
@@ -200,7 +179,7 @@ def test_a_chunked_body_without_content_length_is_413(http: httpx.Client) -> Non
 
 @pytest.mark.parametrize("size", [(50_000, 50_000), (5_000, 5_000)])
 def test_decompression_bombs_are_413_before_decoding(http: httpx.Client, size: tuple[int, int]) -> None:
-    data = png_bomb(*size)
+    data = png_declaring(*size, b"\0" * (size[0] + 1) * 64)  # and the first 64 rows, deflated
     assert len(data) < 200_000
     response = post(http, "/encode", data)
     assert response.status_code == 413, response.text
@@ -228,13 +207,13 @@ def test_unsupported_and_empty_files(
 
 
 def test_a_truncated_png_is_422(http: httpx.Client, mnist) -> None:  # noqa: ANN001
-    big = encode_image(Image.fromarray(mnist[0][7]).resize((200, 200)), "PNG")
+    big = encode(Image.fromarray(mnist[0][7]).resize((200, 200)), "PNG")
     response = post(http, "/encode", big[: len(big) // 2])
     assert response.status_code == 422 and "truncated" in response.json()["detail"].lower()
 
 
 def test_a_blank_image_is_422(http: httpx.Client) -> None:
-    response = post(http, "/reconstruct", encode_image(Image.new("L", (64, 64), 255), "PNG"))
+    response = post(http, "/reconstruct", encode(Image.new("L", (64, 64), 255), "PNG"))
     assert response.status_code == 422 and "digit" in response.json()["detail"].lower()
 
 

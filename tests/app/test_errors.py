@@ -11,14 +11,13 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from app import imaging
-from app.errors import (
+from app.errors import http_error_for, install_error_handlers
+from app.exceptions import (
     InferenceTimeout,
     InvalidInput,
     NotReady,
     Overloaded,
     PayloadTooLarge,
-    http_error_for,
-    install_error_handlers,
     redact,
 )
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware

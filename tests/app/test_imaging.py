@@ -1,25 +1,24 @@
 """Tests of app.imaging: upload preprocessing to MNIST form, its error classes, and PNG rendering.
 
-Every input is built here with Pillow (nothing is downloaded). The reference digit is an asymmetric "7" with a
-crossbar, so rotations and flips are visible; most tests compare a variant's result with the clean version's.
+Every input is built with Pillow (tests/builders/images.py; nothing is downloaded). The reference digit is an
+asymmetric "7" with a crossbar, so rotations and flips are visible; most tests compare a variant's result with
+the clean version's.
 """
 
 from __future__ import annotations
 
 import io
-import struct
 import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw, ImageSequence
+from PIL import Image, ImageSequence
 
 from app.imaging import (
     SUPPORTED_FORMATS,
@@ -31,54 +30,21 @@ from app.imaging import (
     preprocess_upload,
     to_png,
 )
+from tests.builders.images import (
+    animated_gif,
+    digit_mask,
+    encode,
+    gif_declaring,
+    gif_frames,
+    paper_digit,
+    png_declaring,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 
 
-# --- building inputs ----------------------------------------------------------------------------------------
-
-
-def digit_mask(size: int = 200, width: int | None = None) -> np.ndarray:
-    """(size, size) bool mask of a "7" with a crossbar: asymmetric under every rotation and flip."""
-    canvas = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(canvas)
-    stroke = width or max(1, size // 12)
-    draw.line([(0.25 * size, 0.2 * size), (0.75 * size, 0.2 * size), (0.4 * size, 0.85 * size)], 255, stroke)
-    draw.line([(0.35 * size, 0.5 * size), (0.65 * size, 0.5 * size)], 255, stroke)
-    return np.asarray(canvas) > 127
-
-
-def paper_digit(size: int = 200, ink: int = 0, paper: int = 255, width: int | None = None) -> Image.Image:
-    """The digit as an 'L' image: `ink` strokes on `paper`."""
-    return Image.fromarray(np.where(digit_mask(size, width), ink, paper).astype(np.uint8))
-
-
-def encode(image: Image.Image, image_format: str = "PNG", **params: object) -> bytes:
-    """The bytes of `image` saved in `image_format`."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **params)
-    return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    """One PNG chunk with a correct CRC."""
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_declaring(width: int, height: int, body: bytes = b"\0" * 1000) -> bytes:
-    """A PNG whose header declares width x height grey pixels, followed by a small compressed body."""
-    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-    idat = png_chunk(b"IDAT", zlib.compress(body, 9))
-    return b"\x89PNG\r\n\x1a\n" + header + idat + png_chunk(b"IEND", b"")
-
-
-def gif_declaring(width: int, height: int, screen: tuple[int, int] | None = None) -> bytes:
-    """A GIF whose only frame declares width x height (its screen too, unless given), with a few LZW bytes."""
-    screen_width, screen_height = screen or (width, height)
-    screen_bytes = struct.pack("<HHBBB", screen_width, screen_height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-    frame = b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
-    return b"GIF89a" + screen_bytes + frame + b";"
+# --- measuring results ------------------------------------------------------------------------------------
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -502,15 +468,10 @@ def test_hostile_uploads_keep_memory_bounded(tmp_path: Path) -> None:
 
 
 def test_animated_gif_uses_its_first_frame_only() -> None:
-    frames = [paper_digit(100)]
-    for index in range(1, 50):  # 49 different frames, so the encoder cannot merge them
-        frame = Image.new("L", (100, 100), 255)
-        ImageDraw.Draw(frame).ellipse((15, 10 + index % 7, 85, 90), outline=0, width=8)
-        frames.append(frame)
-    buffer = io.BytesIO()
-    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=40)
-    assert len(list(ImageSequence.Iterator(Image.open(io.BytesIO(buffer.getvalue()))))) == 50
-    out = preprocess_upload(buffer.getvalue())
+    frames = gif_frames(50)  # the digit, then 49 different frames, so the encoder cannot merge them
+    data = animated_gif(frames)
+    assert len(list(ImageSequence.Iterator(Image.open(io.BytesIO(data))))) == 50
+    out = preprocess_upload(data)
     np.testing.assert_array_equal(out, preprocess_upload(encode(frames[0], "GIF")))
     assert correlation(out, preprocess_upload(encode(frames[0]))) > 0.99
     assert correlation(out, preprocess_upload(encode(frames[1]))) < 0.5

@@ -10,7 +10,7 @@ import torch
 
 from app.batching import Batcher
 from app.engine import Engine
-from app.errors import InvalidInput
+from app.exceptions import InvalidInput
 from app.inference import Inference, paint, plan_generation
 from app.model_pool import ModelPool
 from model.loss import elbo_terms

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from app import metrics
-from app.errors import InvalidInput, NotReady
+from app.exceptions import InvalidInput, NotReady
 from app.model_pool import ModelPool
 from model.errors import CheckpointError, VersionNotFoundError
 from model.registry import Registry
-from tests.app.conftest import make_random_registry
+from tests.builders.models import make_random_registry
 
 
 def pool_of(registry: Registry, capacity: int = 2, pinned: str | None = None) -> ModelPool:

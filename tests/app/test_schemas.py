@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.errors import validation_issues
-from app.inference import check_text
+from app.limits import check_text
 from app.schemas import GenerateRequest
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.server import start_server
 from model.registry import Registry
-from tests.app.browser import (
+from tests.builders.browser import (
     chromium_missing_reason,
     draw_stroke,
     launch_chromium,
     screenshot,
     wait_for_image,
 )
-from tests.app.server import running_server
 
 pytestmark = pytest.mark.skipif(chromium_missing_reason() is not None, reason=str(chromium_missing_reason()))
 
@@ -29,7 +29,8 @@ MAX_SEED = str(2**63 - 1)
 @pytest.fixture(scope="module")
 def base_url(trained_registry: Path) -> Iterator[str]:
     """A server of our own over the read-only trained registry: no other test swaps its model."""
-    with running_server(trained_registry) as url:
+    with start_server(trained_registry) as server:
+        url = server.base_url
         yield url
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.fleet import HAPROXY_CONFIG
-from tests.ops.tools import REPO, system_tool
+from tests.builders.tools import REPO, system_tool
 
 SHORT_RUN = [
     "--phase-s",

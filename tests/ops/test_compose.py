@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.tools import REPO, compose_binary
+from tests.builders.tools import REPO, compose_binary
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ALL_PROFILES = ["--profile", "gpu", "--profile", "load"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.tools import REPO, venv_tool
+from tests.builders.tools import REPO, venv_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -16,7 +16,7 @@ import yaml
 
 from app import metrics
 from app.settings import Settings
-from tests.ops.tools import REPO, venv_tool
+from tests.builders.tools import REPO, venv_tool
 
 K8S = REPO / "deploy" / "k8s"
 # The oldest Kubernetes the manifests are written for (preStop `sleep` is on by default from 1.30) and the

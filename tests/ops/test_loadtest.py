@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.ops.tools import REPO, system_tool
+from tests.builders.tools import REPO, system_tool
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from PIL import Image
 from loadtest import figures, report
 from loadtest.mix import generate_body
 from loadtest.prom import RangeSeries
-from tests.ops.tools import REPO
+from tests.builders.tools import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

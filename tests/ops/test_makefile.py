@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.tools import REPO
+from tests.builders.tools import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from app import metrics
 from loadtest import figures
 from loadtest.prom import scrape_config
-from tests.ops.tools import REPO, system_tool
+from tests.builders.tools import REPO, system_tool
 
 PROMETHEUS_DIR = REPO / "ops" / "prometheus"
 DASHBOARD = REPO / "ops" / "grafana" / "dashboards" / "cvae-service.json"

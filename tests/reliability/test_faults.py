@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.server import ServerProcess, start_server
 from model.registry import Registry
-from tests.app.server import ServerProcess
-from tests.reliability import figures
-from tests.reliability.checks import assert_clean_error, assert_log_has_no_traceback
-from tests.reliability.conftest import AUTH, serving
-from tests.reliability.faults import plant
-from tests.reliability.load import MixedLoad, Outcome
+from tests.builders import figures
+from tests.builders.checks import assert_clean_error, assert_log_has_no_traceback
+from tests.builders.faults import plant
+from tests.builders.load import MixedLoad, Outcome
+from tests.builders.servers import AUTH
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,7 +50,7 @@ def test_a_broken_active_version_at_startup_leaves_a_clear_unready_server(
     assert good is not None
     registry.promote(plant(registry, good, damage))
     with (
-        serving(registry.root, ready=False, registry_poll_s=0.2) as server,
+        start_server(registry.root, ready=False, registry_poll_s=0.2) as server,
         httpx.Client(base_url=server.base_url) as client,
     ):
         assert client.get("/healthz").status_code == 200  # alive, and says why it is not ready
@@ -113,7 +113,7 @@ def test_broken_versions_are_refused_and_swaps_fail_nothing_under_mixed_load(
 
 def test_sigterm_under_mixed_load_drains_in_flight_requests_and_exits_0(two_versions: Path) -> None:
     # A 50 ms batching wait keeps requests queued, so some are surely in flight when the signal lands.
-    with serving(two_versions, max_batch_wait_ms=50) as server:
+    with start_server(two_versions, max_batch_wait_ms=50) as server:
         with MixedLoad(server.base_url, clients=8, tag="term") as load:
             time.sleep(1.5)
             signalled = time.perf_counter()

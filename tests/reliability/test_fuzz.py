@@ -12,7 +12,6 @@ pytest 9 removed, so the strategies are driven directly.)
 from __future__ import annotations
 
 import contextlib
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -32,11 +30,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from loadtest.server import ServerProcess
 from model.registry import Registry
-from tests.app.server import ServerProcess
-from tests.reliability import figures
-from tests.reliability.checks import assert_clean_error_body, assert_log_has_no_traceback
-from tests.reliability.conftest import AUTH
+from tests.builders import figures
+from tests.builders.checks import assert_clean_error_body, assert_log_has_no_traceback
+from tests.builders.images import digit_png
+from tests.builders.servers import AUTH
 from training.data import load_bundled
 
 pytestmark = pytest.mark.timeout(240)
@@ -45,13 +44,7 @@ MAX_EXAMPLES = 150  # per operation and mode (valid / invalid requests): about h
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
-def _digit_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(load_bundled().images[0]).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-DIGIT_PNG = _digit_png()  # a real MNIST digit
+DIGIT_PNG = digit_png(load_bundled().images[0])  # a real MNIST digit
 
 
 def error_has_a_clean_detail(

@@ -1,8 +1,8 @@
 """Hostile requests through the real server: every one gets its documented answer quickly, memory stays
 bounded, and a slow or oversized body neither hangs its connection nor stalls anyone else.
 
-The corpus (tests/reliability/corpus.py) is generated here. imaging's own tests cover these files at the
-function level; these go through HTTP, the multipart parser, the body limits and the event loop.
+The corpus (tests/builders/corpus.py) is generated, not downloaded. imaging's own tests cover these files at
+the function level; these go through HTTP, the multipart parser, the body limits and the event loop.
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.server import ServerProcess
-from tests.reliability import figures
-from tests.reliability.checks import (
+from loadtest.server import ServerProcess, start_server
+from tests.builders import figures
+from tests.builders.checks import (
     assert_clean_error,
     assert_clean_error_body,
     assert_log_has_no_traceback,
     vm_kib,
 )
-from tests.reliability.conftest import BODY_TIMEOUT_S, serving
-from tests.reliability.corpus import Hostile, corpus, digit, encode
-from tests.reliability.rawhttp import connect, read_response, request_head
+from tests.builders.corpus import Hostile, corpus, digit
+from tests.builders.images import encode
+from tests.builders.rawhttp import connect, read_response, request_head
+from tests.builders.servers import BODY_TIMEOUT_S
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,7 +38,7 @@ MULTIPART_HEAD = b'--b0und\r\nContent-Disposition: form-data; name="file"; filen
 @pytest.fixture(scope="module")
 def server(two_versions: Path) -> Iterator[ServerProcess]:
     """A fresh server (so its peak RSS belongs to this module), with a short body timeout."""
-    with serving(two_versions, body_timeout_s=BODY_TIMEOUT_S) as started:
+    with start_server(two_versions, body_timeout_s=BODY_TIMEOUT_S) as started:
         with httpx.Client(base_url=started.base_url, timeout=30) as client:  # warm every path once
             png = encode(digit(), "PNG")
             assert client.post("/encode", files={"file": ("d.png", png, "image/png")}).status_code == 200

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from benchmarks.raw_client import post_request
-from tests.app.metrics_text import scrape, value
-from tests.reliability import figures
-from tests.reliability.checks import assert_clean_error_body, assert_log_has_no_traceback
-from tests.reliability.conftest import serving
-from tests.reliability.rawhttp import RawResponse, burst
+from loadtest.server import start_server
+from tests.builders import figures
+from tests.builders.checks import assert_clean_error_body, assert_log_has_no_traceback
+from tests.builders.metrics import scrape, value
+from tests.builders.rawhttp import RawResponse, burst
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -38,7 +38,7 @@ def generate(client: httpx.Client, seed: int) -> httpx.Response:
 def test_a_burst_far_above_capacity_sheds_fast_and_recovers(two_versions: Path) -> None:
     settings = dict(max_queue_depth=QUEUE, max_batch_size=2, max_batch_wait_ms=5, request_timeout_s=TIMEOUT_S)
     with (
-        serving(two_versions, **settings) as server,
+        start_server(two_versions, **settings) as server,
         httpx.Client(base_url=server.base_url, timeout=30) as client,
     ):
         started = time.perf_counter()

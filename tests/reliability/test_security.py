@@ -17,12 +17,12 @@ import pytest
 from app.api import deps
 from app.main import create_app
 from app.settings import Settings
+from loadtest.server import ServerProcess, start_server
 from model.registry import Registry
-from tests.app.server import ServerProcess
-from tests.reliability import figures
-from tests.reliability.checks import assert_clean_error
-from tests.reliability.conftest import ADMIN_TOKEN, AUTH, serving
-from tests.reliability.faults import marker_path
+from tests.builders import figures
+from tests.builders.checks import assert_clean_error
+from tests.builders.faults import marker_path
+from tests.builders.servers import ADMIN_TOKEN, AUTH
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,7 +50,7 @@ WRONG_AUTHORIZATIONS = [
 @pytest.fixture(scope="module")
 def cors_server(two_versions: Path) -> Iterator[ServerProcess]:
     """CORS configured for one origin; the admin token set but empty, which means admin off."""
-    with serving(two_versions, cors_origins=ORIGIN, admin_token="") as server:
+    with start_server(two_versions, cors_origins=ORIGIN, admin_token="") as server:
         yield server
 
 

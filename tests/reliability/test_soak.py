@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import soak
-from tests.reliability import figures
+from tests.builders import figures
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,7 @@ import pytest
 
 from model.checkpoint import sha256_file
 from model.registry import Registry
-from tests.factories import train_tiny
+from tests.builders.models import train_tiny
 from training.cli import main
 from training.idx import write_idx
 

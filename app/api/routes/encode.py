@@ -14,7 +14,9 @@ from app import imaging
 from app.api.deps import FormatQuery, ServiceDep, VersionQuery
 from app.api.responses import b64, render_png, timing, timing_headers
 from app.inference import Encoded
+from app.limits import MAX_SCALE
 from app.schemas import EncodeMetrics, EncodeResponse, ReconstructResponse, error_responses
+from model.config import IMAGE_SIDE
 
 router = APIRouter(tags=["inference"])
 
@@ -24,7 +26,7 @@ UPLOAD_ERRORS = error_responses(400, 404, 408, 413, 415, 422, 503)
 
 
 async def read_digit(file: UploadFile, service: ServiceDep) -> np.ndarray:
-    """The upload as MNIST-style 28x28 pixels in [0, 1] (decoded on a worker thread)."""
+    """The upload as MNIST-style IMAGE_SIDE x IMAGE_SIDE pixels in [0, 1] (decoded on a worker thread)."""
     data = await file.read()
     limit = service.settings.max_image_pixels
     return await asyncio.to_thread(imaging.preprocess_upload, data, max_pixels=limit)
@@ -37,7 +39,7 @@ def encode_metrics(result: Encoded, started: float) -> EncodeMetrics:
         recon_bce=result.recon_bce,
         kl=result.kl,
         mse=result.mse,
-        **timing(started, result.stats),  # type: ignore[arg-type]
+        **timing(started, result.stats).model_dump(),
     )
 
 
@@ -53,7 +55,7 @@ async def encode_digit(
     payload = EncodeResponse(
         model_version=result.version,
         label=result.label,
-        label_source=result.label_source,  # type: ignore[arg-type]
+        label_source=result.label_source,
         label_probs=result.label_probs,
         latent_dim=len(result.mu),
         mu=result.mu,
@@ -80,7 +82,7 @@ async def reconstruct_digit(
     file: FileField,
     service: ServiceDep,
     label: LabelField = None,
-    scale: Annotated[int, Form(ge=1, le=8)] = 1,
+    scale: Annotated[int, Form(ge=1, le=MAX_SCALE)] = 1,
     invert: Annotated[bool, Form()] = False,
     version: VersionQuery = None,
     format: FormatQuery = "png",
@@ -88,7 +90,7 @@ async def reconstruct_digit(
     """The decoder mean at z = mu of an uploaded digit, with its ELBO terms in headers."""
     started = time.perf_counter()
     pixels = await read_digit(file, service)
-    result = await service.inference.reconstruct(pixels, label, version)
+    result = await service.inference.encode(pixels, label, version)
     png = await render_png(result.reconstruction, scale=scale, invert=invert)
     spent = encode_metrics(result, started)
     headers = {
@@ -105,10 +107,10 @@ async def reconstruct_digit(
     payload = ReconstructResponse(
         model_version=result.version,
         label=result.label,
-        label_source=result.label_source,  # type: ignore[arg-type]
+        label_source=result.label_source,
         label_probs=result.label_probs,
-        width=28 * scale,
-        height=28 * scale,
+        width=IMAGE_SIDE * scale,
+        height=IMAGE_SIDE * scale,
         image_png_base64=b64(png),
         input_png_base64=b64(await render_png(pixels)),
         metrics=spent,

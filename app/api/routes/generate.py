@@ -11,12 +11,14 @@ from fastapi.responses import JSONResponse
 from app.api.deps import FormatQuery, ServiceDep, VersionQuery
 from app.api.responses import b64, render_png, timing, timing_headers
 from app.schemas import GenerateRequest, GenerateResponse, error_responses
+from model.config import IMAGE_SIDE
 
 router = APIRouter(tags=["inference"])
 
 PNG_OR_JSON: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "PNG of 28*len(text)*scale x 28*samples*scale pixels, or JSON with format=json",
+        "description": f"PNG of {IMAGE_SIDE}*len(text)*scale x {IMAGE_SIDE}*samples*scale pixels, "
+        "or JSON with format=json",
         # `model` puts the JSON schema in components (an inline model_json_schema() would carry `$defs`
         # whose `#/$defs/...` references cannot be resolved inside the OpenAPI document).
         "model": GenerateResponse,
@@ -44,7 +46,7 @@ async def generate_digits(
     )
     png = await render_png(result.image, scale=body.scale, invert=body.invert)
     spent = timing(started, result.stats)
-    headers = {**timing_headers(result.version, spent["inference_ms"]), "X-Seed": str(result.seed)}
+    headers = {**timing_headers(result.version, spent.inference_ms), "X-Seed": str(result.seed)}
     if format == "png":
         return Response(png, media_type="image/png", headers=headers)
     height, width = (side * body.scale for side in result.image.shape)
@@ -55,6 +57,6 @@ async def generate_digits(
         width=width,
         height=height,
         image_png_base64=b64(png),
-        metrics=spent,  # type: ignore[arg-type]
+        metrics=spent,
     )
     return JSONResponse(payload.model_dump(), headers=headers)

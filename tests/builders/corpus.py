@@ -8,14 +8,23 @@ the service must read (a 50-frame GIF, 16-bit, palette, CMYK, a file lying about
 
 from __future__ import annotations
 
-import io
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from tests.app.test_imaging import encode, gif_declaring, paper_digit, png_declaring
+from tests.builders.images import (
+    animated_gif,
+    bmp_declaring,
+    encode,
+    gif_declaring,
+    gif_frames,
+    jpeg_declaring,
+    paper_digit,
+    png_declaring,
+    tiff_declaring,
+    webp_declaring,
+)
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp", "GIF": "image/gif"}
@@ -58,43 +67,6 @@ def digit(size: int = 120) -> Image.Image:
 
 
 # -- bombs: huge declared sizes in tiny files ---------------------------------------------------------
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """A small JPEG whose frame header (SOF0) is patched to declare width x height."""
-    data = bytearray(encode(digit(64), "JPEG"))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def webp_declaring(width: int, height: int) -> bytes:
-    """A small lossless WebP whose VP8L header is patched to declare width x height (at most 16384)."""
-    data = bytearray(encode(digit(64), "WEBP", lossless=True))
-    assert data[12:16] == b"VP8L" and data[20] == 0x2F
-    bits = struct.unpack("<I", data[21:25])[0] & ~((1 << 28) - 1)
-    data[21:25] = struct.pack("<I", bits | (width - 1) | ((height - 1) << 14))
-    return bytes(data)
-
-
-def bmp_declaring(width: int, height: int) -> bytes:
-    """A small BMP whose info header is patched to declare width x height."""
-    data = bytearray(encode(digit(64), "BMP"))
-    data[18:26] = struct.pack("<ii", width, height)
-    return bytes(data)
-
-
-def tiff_declaring(width: int, height: int) -> bytes:
-    """A small TIFF whose ImageWidth/ImageLength tags are patched to declare width x height."""
-    data = bytearray(encode(digit(64), "TIFF"))
-    assert data[:4] == b"II*\x00"
-    ifd = struct.unpack("<I", data[4:8])[0]
-    for index in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
-        entry = ifd + 2 + 12 * index
-        tag = struct.unpack("<H", data[entry : entry + 2])[0]
-        if tag in (256, 257):  # ImageWidth, ImageLength: LONG, one value
-            data[entry + 2 : entry + 12] = struct.pack("<HII", 4, 1, width if tag == 256 else height)
-    return bytes(data)
-
-
 def bombs() -> list[Hostile]:
     return [
         upload("png-bomb-10-gigapixels", png_declaring(HUGE, HUGE), 413, "pixels"),
@@ -140,24 +112,13 @@ def not_images() -> list[Hostile]:
 
 
 # -- odd but valid images: the service reads them -----------------------------------------------------
-def animated_gif(frames: int = 50) -> bytes:
-    images = [digit(100)]
-    for index in range(1, frames):  # different frames, so the encoder keeps all of them
-        frame = Image.new("L", (100, 100), 255)
-        ImageDraw.Draw(frame).ellipse((15, 10 + index % 7, 85, 90), outline=0, width=8)
-        images.append(frame)
-    buffer = io.BytesIO()
-    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=40)
-    return buffer.getvalue()
-
-
 def valid_oddities() -> list[Hostile]:
     # 16-bit ink and paper that clip to the same 8-bit level: read at true range or the digit is lost
     sixteen = Image.fromarray(np.where(np.asarray(digit()) < 128, 20_000, 60_000).astype(np.uint16))
     palette = digit().convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
     cmyk = digit().convert("CMYK")
     return [
-        upload("gif-50-frames", animated_gif(), 200, mime="image/gif", filename="d.gif"),
+        upload("gif-50-frames", animated_gif(gif_frames(50)), 200, mime="image/gif", filename="d.gif"),
         upload("png-16-bit", encode(sixteen, "PNG"), 200),
         upload("png-palette", encode(palette, "PNG"), 200),
         upload("jpeg-cmyk", encode(cmyk, "JPEG"), 200, mime="image/jpeg", filename="d.jpg"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.reliability import figures
+from tests.builders import figures
 
 # What a stack trace or a server-side path looks like in a body: none of it may reach a client.
 LEAK_MARKERS = (

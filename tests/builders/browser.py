@@ -20,8 +20,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 CHROMIUM = Path(os.environ.get("CVAE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -53,8 +59,9 @@ def screenshot(page: Page, name: str, full_page: bool = True) -> Path:
     return path
 
 
-def wait_for_image(page: Page, selector: str, width: int | None = None, height: int | None = None,
-                   timeout_ms: int = 15_000) -> dict[str, int]:
+def wait_for_image(
+    page: Page, selector: str, width: int | None = None, height: int | None = None, timeout_ms: int = 15_000
+) -> dict[str, int]:
     """Wait until the <img> has loaded (at the natural size given, if any); returns that size."""
     page.wait_for_function(
         """([sel, w, h]) => {

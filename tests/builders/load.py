@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import httpx
 from PIL import Image
 
-from tests.reliability.corpus import digit, encode
+from tests.builders.corpus import digit
+from tests.builders.images import encode
 
 ENDPOINTS = ("/generate", "/encode", "/reconstruct")
 DIGIT = encode(digit(), "PNG")
