@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep
-from app.errors import NotReady
+from app.exceptions import NotReady
 from app.schemas import HealthResponse, ReadyResponse, error_responses
 
 router = APIRouter(tags=["health"])
