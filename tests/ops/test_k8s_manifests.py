@@ -60,7 +60,7 @@ def rendered(name: str) -> str:
     import tempfile
 
     overlay, components = RENDERS[name]
-    with tempfile.TemporaryDirectory(dir=REPO / "deploy") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         root = kustomize_dir(Path(tmp), overlay, components)
         result = subprocess.run(
             [venv_tool("kubectl"), "kustomize", str(root)], capture_output=True, text=True, timeout=60
