@@ -18,6 +18,7 @@ from tests.builders.metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(120)
 POLL_S = 0.2
+DRAIN_S = 3.0
 
 
 @pytest.fixture
@@ -131,18 +132,21 @@ def _trickled_encode(url: str, seconds: float, result: dict[str, object]) -> Non
 def test_sigterm_turns_readyz_503_at_once_finishes_requests_and_exits_0(
     registry: Registry, workers: int
 ) -> None:
-    with start_server(registry.root, drain_delay_s=1.5, workers=workers) as server:
+    with start_server(registry.root, drain_delay_s=DRAIN_S, workers=workers) as server:
         in_flight: dict[str, object] = {}
         uploader = threading.Thread(target=_trickled_encode, args=(server.base_url, 2.5, in_flight))
         uploader.start()
         time.sleep(0.5)
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
-        for _ in range(4):  # whichever worker answers
-            ready = httpx.get(server.base_url + "/readyz")
-            assert ready.status_code == 503 and "shutting down" in ready.json()["detail"]
-        assert time.monotonic() - signalled < 1.0
+
+        def every_worker_unready() -> bool:  # 4 answers in a row, whichever worker gives them
+            answers = [httpx.get(server.base_url + "/readyz") for _ in range(4)]
+            return all(a.status_code == 503 and "shutting down" in a.json()["detail"] for a in answers)
+
+        # One worker gets the signal at once; with several, uvicorn's supervisor passes it on within its
+        # 0.5 s tick.
+        assert wait_until(every_worker_unready, 3.0) < (1.0 if workers == 1 else 1.5)
         during = httpx.post(server.base_url + "/generate", json={"text": "5"})
         assert during.status_code == 200  # still answered while a load balancer takes us out
         assert value(scrape(server.base_url), "cvae_draining") == 1
@@ -151,5 +155,5 @@ def test_sigterm_turns_readyz_503_at_once_finishes_requests_and_exits_0(
         log = server.log()
     assert code == 0
     assert isinstance(in_flight["status"], int), in_flight  # the in-flight request got its answer
-    assert time.monotonic() - signalled >= 1.5  # the drain delay was kept
+    assert time.monotonic() - signalled >= DRAIN_S  # the drain delay was kept
     assert "draining" in log and "inference queue drained" in log
