@@ -23,6 +23,8 @@ async def list_models(service: ServiceDep) -> ModelsResponse:
             name=info.name,
             active=info.name == catalog.active,
             loaded=info.name in catalog.loaded,
+            latent_dim=info.info.latent_dim if info.info else None,
+            default_temperature=info.info.default_temperature if info.info else None,
             metadata=info.metadata,
             error=redact(info.error) if info.error else None,
         )
