@@ -33,6 +33,7 @@ CUSTOM_KINDS = {
     "monitoring.coreos.com/v1": {"PodMonitor"},
     "keda.sh/v1alpha1": {"ScaledObject"},
     "serving.kserve.io/v1beta1": {"InferenceService"},
+    "serving.kserve.io/v1alpha1": {"ServingRuntime"},
 }
 WORKLOADS = ("Deployment", "Job", "CronJob")
 
@@ -175,6 +176,9 @@ def test_custom_resources_are_structurally_sound() -> None:
             assert metrics.IN_FLIGHT._name in query
         elif obj["kind"] == "InferenceService":
             assert isinstance(spec.get("predictor"), dict) and spec["predictor"]
+        elif obj["kind"] == "ServingRuntime":
+            assert spec["supportedModelFormats"] and all(f.get("name") for f in spec["supportedModelFormats"])
+            assert spec["containers"] and all(c.get("image") for c in spec["containers"])
 
 
 # -- policy: what every container must have ------------------------------------------------------
