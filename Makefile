@@ -130,7 +130,8 @@ serve: seed ## install, seed an empty registry with the shipped model, serve on 
 	$(call say,python -m app serving $(REGISTRY) on http://$${CVAE_HOST:-127.0.0.1}:$${CVAE_PORT:-8000} (Ctrl-C stops))
 	CVAE_REGISTRY="$(REGISTRY)" $(PY) -m app
 
-test: $(STAMPS)/test-$(KEY) deps-system ## install the test dependencies, then run the whole suite
+test: $(STAMPS)/test-$(KEY) deps-system ## install the test dependencies, lint (ruff, ruff format, mypy), run the whole suite
+	@$(MAKE) lint
 	$(call say,python -m pytest tests $(PYTEST_ARGS))
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
@@ -138,9 +139,10 @@ loadtest: $(STAMPS)/load-$(KEY) deps-prometheus ## service + Prometheus + Locust
 	$(call say,python -m loadtest --duration $(DURATION) --users $(USERS) --registry $(REGISTRY))
 	$(PY) -m loadtest --duration "$(DURATION)" --users "$(USERS)" --registry "$(REGISTRY)" $(LOADTEST_ARGS)
 
-lint: $(STAMPS)/lint-$(KEY) ## ruff and mypy (configured in pyproject.toml)
-	$(call say,ruff check .)
+lint: $(STAMPS)/lint-$(KEY) ## ruff check, ruff format --check and mypy (configured in pyproject.toml)
+	$(call say,ruff check . && ruff format --check .)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(call say,mypy app model training loadtest)
 	$(PY) -m mypy app model training loadtest
 
