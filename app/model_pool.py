@@ -13,14 +13,16 @@ import asyncio
 import collections
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from app import metrics
+from app.catalog import VersionCatalog
 from app.engine import Engine
-from app.exceptions import NotFound, NotReady, redact
+from app.exceptions import NotReady, Overloaded, redact
 from model.errors import CheckpointError, RegistryError
 from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
@@ -38,13 +40,38 @@ class Catalog:
     versions: list[VersionInfo]
 
 
-class ModelPool:
-    """Versions loaded on one device, at most `capacity` of them, least recently used evicted first."""
+class LoadBudget:
+    """A token bucket: at most `per_minute` loads a minute, in bursts of at most that many."""
 
-    def __init__(self, registry: Registry, device: torch.device, capacity: int):
+    def __init__(self, per_minute: float):
+        self.per_minute = per_minute
+        self._tokens = per_minute
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one load if the budget has one."""
+        now = time.monotonic()
+        self._tokens = min(self.per_minute, self._tokens + (now - self._stamp) * self.per_minute / 60)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class ModelPool:
+    """Versions loaded on one device, at most `capacity` of them, least recently used evicted first.
+    Requests naming a version that is not loaded may load it `loads_per_minute` times a minute (the
+    admin endpoints are not limited), so anonymous clients cannot keep the pool loading."""
+
+    def __init__(
+        self, registry: Registry, device: torch.device, capacity: int, loads_per_minute: float = 6.0
+    ):
         self.registry = registry
         self.device = device
         self.capacity = capacity
+        self.catalog_cache = VersionCatalog(registry)
+        self._load_budget = LoadBudget(loads_per_minute)
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
         self._lock = asyncio.Lock()
         self._pointer_file = str(registry.root / ACTIVE_FILE)  # stat'ed on every request: keep it a str
@@ -77,27 +104,33 @@ class ModelPool:
             self._failed.clear()  # a new pointer deserves a new try
         return self._pointer_name
 
-    def catalog(self) -> Catalog:
-        """Every registry version with the pool's view of it (a pointer naming no version = no active one)."""
+    async def catalog(self) -> Catalog:
+        """Every registry version with the pool's view of it (a pointer naming no version = no active one);
+        the metadata comes from a cache, read on a worker thread."""
         try:
             active = self.pointer()
         except RegistryError:
             active = None
-        return Catalog(active, self._serving, self.loaded(), str(self.device), self.registry.versions())
+        versions = await asyncio.to_thread(self.catalog_cache.versions)
+        return Catalog(active, self._serving, self.loaded(), str(self.device), versions)
 
     def artifact(self, version: str, name: str) -> Path:
-        """The path of a file the training job saved beside a version's weights (NotFound when absent)."""
-        path = self.registry.path(version) / name
-        if not path.is_file():
-            raise NotFound(f"version {version} has no {name}")
-        return path
+        """A file the training job saved beside a version's weights (404 unless a regular file inside it)."""
+        return self.registry.artifact(version, name)
 
     # -- serving -------------------------------------------------------------------------------
-    async def get(self, version: str | None = None) -> Engine:
-        """The engine of `version`, or of the active version when None; loads it if needed."""
-        if version is not None:
-            return await self.load(self.registry.resolve(version))
-        return await self._active_engine()
+    async def get(self, version: str | None = None, *, limited: bool = True) -> Engine:
+        """The engine of `version`, or of the active version when None; loads it if needed (within the
+        load budget when `limited`: a request's `version=`, not the admin's load)."""
+        if version is None:
+            return await self._active_engine()
+        name = self.registry.resolve(version)
+        if limited and name not in self._engines and not self._load_budget.take():
+            raise Overloaded(
+                f"version {name} is not loaded and requests may load at most "
+                f"{self._load_budget.per_minute:g} versions a minute; retry later, or ask an admin to load it"
+            )
+        return await self.load(name)
 
     async def _active_engine(self) -> Engine:
         try:

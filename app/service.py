@@ -37,7 +37,10 @@ class Service:
         """Wire the parts from settings (nothing is loaded yet); `in_flight` lets lone requests skip the
         batching wait."""
         pool = ModelPool(
-            Registry(settings.registry), resolve_device(settings.device), settings.max_loaded_versions
+            Registry(settings.registry),
+            resolve_device(settings.device),
+            settings.max_loaded_versions,
+            loads_per_minute=settings.version_loads_per_minute,
         )
         batcher = Batcher(
             settings.max_batch_size,
