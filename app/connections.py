@@ -24,18 +24,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from app import metrics
 
 log = logging.getLogger("app.connections")
 
+# The kernel's send buffer of a connection, fixed (no autotuning up to MBs): answers a client does not
+# read pile up there, so this bounds what one such connection holds and how much work it can make us
+# do before its writes block (then `send_timeout_s` applies). Our answers are small; 64 KiB (the kernel
+# doubles it) still sends the biggest PNG in a few round trips.
+SEND_BUFFER_BYTES = 64 * 1024
 OVER_CAP_GRACE_S = 1.0  # how long a connection over the cap may stay open without sending a request
 RETRY_AFTER_S = 1
 
@@ -134,17 +141,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._over_cap = False
+        self._running: RequestResponseCycle | None = None  # the request whose answer is being written
 
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self._over_cap = len(self.connections) > self.limits.max_connections
         grace = OVER_CAP_GRACE_S if self._over_cap else self.limits.header_timeout_s
         self._head_timer = self.loop.call_later(min(grace, self.limits.header_timeout_s), self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        # uvicorn marks only the newest request of the connection as disconnected; with pipelining the one
+        # running is older, and its next write would hit a closed transport (uvloop raises): mark it too.
+        running = self._running
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+        self.pipeline.clear()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:

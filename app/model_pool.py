@@ -111,7 +111,9 @@ class ModelPool:
             active = self.pointer()
         except RegistryError:
             active = None
-        versions = await asyncio.to_thread(self.catalog_cache.versions)
+        versions = self.catalog_cache.cached()
+        if versions is None:
+            versions = await asyncio.to_thread(self.catalog_cache.refresh)
         return Catalog(active, self._serving, self.loaded(), str(self.device), versions)
 
     def artifact(self, version: str, name: str) -> Path:
