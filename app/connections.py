@@ -40,9 +40,9 @@ log = logging.getLogger("app.connections")
 
 # The kernel's send buffer of a connection, fixed (no autotuning up to MBs): answers a client does not
 # read pile up there, so this bounds what one such connection holds and how much work it can make us
-# do before its writes block (then `send_timeout_s` applies). Our answers are small; 64 KiB (the kernel
+# do before its writes block (then `send_timeout_s` applies). Our answers are small; 32 KiB (the kernel
 # doubles it) still sends the biggest PNG in a few round trips.
-SEND_BUFFER_BYTES = 64 * 1024
+SEND_BUFFER_BYTES = 32 * 1024
 OVER_CAP_GRACE_S = 1.0  # how long a connection over the cap may stay open without sending a request
 RETRY_AFTER_S = 1
 

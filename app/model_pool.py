@@ -23,10 +23,12 @@ from app import metrics
 from app.catalog import VersionCatalog
 from app.engine import Engine
 from app.exceptions import NotReady, Overloaded, redact
-from model.errors import CheckpointError, RegistryError
+from model.errors import CheckpointError, ModelError, RegistryError
 from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
 log = logging.getLogger("app.model_pool")
+
+POINTER_LABEL = "(active pointer)"  # the `version` label of load failures caused by the pointer itself
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,13 @@ class ModelPool:
         self._load_budget = LoadBudget(loads_per_minute)
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
         self._lock = asyncio.Lock()
+        self._promote_lock = asyncio.Lock()
+        self._promotes_pending = 0
+        self._promotes_settled = asyncio.Condition()
         self._pointer_file = str(registry.root / ACTIVE_FILE)  # stat'ed on every request: keep it a str
         self._pointer_stamp: tuple[int, int, int] | None = None
         self._pointer_name: str | None = None
+        self._pointer_error: str | None = None  # why the pointer names no version, when it does not
         self._serving: str | None = None  # the active version actually served
         self._failed: dict[str, str] = {}  # active names that could not be loaded -> why
 
@@ -99,9 +105,18 @@ class ModelPool:
             return None
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp != self._pointer_stamp:
-            self._pointer_name = self.registry.active_version()
             self._pointer_stamp = stamp
             self._failed.clear()  # a new pointer deserves a new try
+            try:
+                self._pointer_name, self._pointer_error = self.registry.active_version(), None
+            except RegistryError as exc:  # logged and counted once per change of the pointer file
+                self._pointer_name, self._pointer_error = None, str(exc)
+                metrics.MODEL_LOAD_FAILURES.labels(POINTER_LABEL).inc()
+                log.error(
+                    "the registry's active pointer is unusable, still serving %s: %s", self._serving, exc
+                )
+        if self._pointer_error is not None:
+            raise RegistryError(self._pointer_error)
         return self._pointer_name
 
     async def catalog(self) -> Catalog:
@@ -144,9 +159,11 @@ class ModelPool:
         if name is not None and name not in self._failed:
             try:
                 engine = await self.load(name)
-            except CheckpointError as exc:
+            except ModelError as exc:  # load() turned any other failure into a CheckpointError
                 self._failed[name] = str(exc)
-                log.error("active version %s cannot be loaded: %s", name, exc)
+                log.error(
+                    "active version %s cannot be loaded, still serving %s: %s", name, self._serving, exc
+                )
             else:
                 self._set_serving(name)
                 return engine
@@ -163,7 +180,15 @@ class ModelPool:
         async with self._lock:
             if name in self._engines:
                 return self._touch(name)
-            engine = await asyncio.to_thread(self._load_sync, name)
+            try:
+                engine = await asyncio.to_thread(self._load_sync, name)
+            except ModelError:
+                metrics.MODEL_LOAD_FAILURES.labels(name).inc()
+                raise
+            except Exception as exc:  # whatever a bad version does to the constructor or warm-up
+                metrics.MODEL_LOAD_FAILURES.labels(name).inc()
+                log.error("loading version %s failed", name, exc_info=exc)
+                raise CheckpointError(f"version {name} failed to load: {type(exc).__name__}: {exc}") from exc
             self._engines[name] = engine
             self._failed.pop(name, None)
             self._evict()
@@ -171,11 +196,24 @@ class ModelPool:
             return engine
 
     async def promote(self, version: str) -> Engine:
-        """Load `version`, then make it the registry's active version; in-flight requests finish."""
+        """Load `version`, then make it the registry's active version; in-flight requests finish.
+
+        Promotions run one at a time, and each returns only when none is pending any more: promotions
+        sent together all answer with the same final active version (`serving`), the one the pointer
+        names."""
         name = self.registry.resolve(version)
-        engine = await self.load(name)
-        await asyncio.to_thread(self.registry.promote, name)
-        self._set_serving(name)
+        self._promotes_pending += 1
+        try:
+            async with self._promote_lock:
+                engine = await self.load(name)
+                await asyncio.to_thread(self.registry.promote, name)
+                self._set_serving(name)
+        finally:
+            self._promotes_pending -= 1
+            async with self._promotes_settled:
+                self._promotes_settled.notify_all()
+        async with self._promotes_settled:
+            await self._promotes_settled.wait_for(lambda: self._promotes_pending == 0)
         return engine
 
     # -- internals -----------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def test_pipelined_answers_never_read_do_not_stall_the_service(many_versions: Pa
                     round(max(prober.seconds), 2),
                 ),
             )
-            assert prober.failures == 0 and len(prober.seconds) >= 2
+            assert prober.failures == 0 and len(prober.seconds) >= 1
             deadline = time.perf_counter() + 60
             while True:  # every stalled connection is aborted at its send timeout
                 metrics = scrape_slowly(server.base_url)
