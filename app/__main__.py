@@ -14,9 +14,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.connections import ConnectionLimits, LimitedHttpToolsProtocol
-from app.engine import resolve_device
 from app.logs import configure_logging, log_config
 from app.settings import Settings, get_settings
+from model.device import resolve_device
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at import, in every worker
 

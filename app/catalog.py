@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from model.checkpoint import METADATA_FILE, read_metadata
-from model.errors import CheckpointError
+from model.checkpoint import METADATA_FILE
 from model.registry import VERSION_PATTERN, Registry, VersionInfo
 
 BULKY_FIELDS = ("history",)  # per-epoch lists: most of a metadata.json's size
@@ -67,7 +66,11 @@ class VersionCatalog:
             for name in names:
                 stamp = _stamp(self.registry.root / name / METADATA_FILE)
                 cached = self._by_name.get(name)
-                fresh[name] = cached if cached and stamp and cached[0] == stamp else (stamp, self._read(name))
+                fresh[name] = (
+                    cached
+                    if cached and stamp and cached[0] == stamp
+                    else (stamp, self.registry.version_info(name))
+                )
             if {n: s for n, (s, _) in fresh.items()} != {n: s for n, (s, _) in self._by_name.items()}:
                 self._memo = {}
             self._by_name, self._versions = fresh, [fresh[name][1] for name in names]
@@ -81,13 +84,6 @@ class VersionCatalog:
                 self._memo.pop(next(iter(self._memo)))
             self._memo[key] = build()
         return self._memo[key]
-
-    def _read(self, name: str) -> VersionInfo:
-        path = self.registry.root / name
-        try:
-            return VersionInfo(name, path, read_metadata(path))
-        except CheckpointError as exc:
-            return VersionInfo(name, path, None, str(exc))
 
 
 def summary(metadata: dict[str, Any] | None, full: bool) -> dict[str, Any] | None:

@@ -27,27 +27,6 @@ DECODE = "decode"
 ENCODE = "encode"
 
 
-FALLBACK_TEMPERATURE = 1.0  # the true prior
-
-
-def _metadata_temperature(metadata: dict) -> float:
-    """The temperature the training job evaluated this version at, if it recorded a sane one."""
-    value = metadata.get("default_temperature")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 2:
-        return float(value)
-    return FALLBACK_TEMPERATURE
-
-
-def resolve_device(setting: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {setting!r} was asked for but CUDA is not available")
-    return device
-
-
 class Engine:
     """A CVAE version on a device, with the compute steps the batcher runs."""
 
@@ -58,7 +37,7 @@ class Engine:
         self.device = device
         self.latent_dim = self.model.config.latent_dim
         self.num_classes = self.model.config.num_classes
-        self.default_temperature = _metadata_temperature(self.metadata)
+        self.default_temperature = checkpoint.info.default_temperature
 
     def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One batched forward pass of a kind, computed in fixed-shape tiles."""

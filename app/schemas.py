@@ -173,6 +173,14 @@ class ModelVersion(BaseModel):
     name: str
     active: bool
     loaded: bool
+    latent_dim: int | None = Field(
+        None, description="Size of z: the length of `style` in /generate and of `mu` from /encode."
+    )
+    default_temperature: float | None = Field(
+        None,
+        description="The version's measured default temperature: what /generate uses when the request "
+        "gives none and CVAE_DEFAULT_TEMPERATURE is unset.",
+    )
     metadata: dict[str, Any] | None
     error: str | None = None
 

@@ -13,11 +13,11 @@ from fastapi import FastAPI
 
 from app import metrics
 from app.batching import Batcher
-from app.engine import resolve_device
 from app.inference import Inference
 from app.middleware import InFlight
 from app.model_pool import ModelPool
 from app.settings import Settings
+from model.device import resolve_device
 from model.registry import Registry
 
 log = logging.getLogger("app.service")

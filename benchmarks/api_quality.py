@@ -32,10 +32,10 @@ from PIL import Image
 
 from benchmarks.bench_generate import server
 from model.checkpoint import load_module
-from model.classifier import ClassifierConfig, DigitClassifier
+from model.digit_classifier import ClassifierConfig, DigitClassifier
 from model.registry import Registry
-from training.classifier import CLASSIFIER_DIR
 from training.data import load_data, split
+from training.judge import CLASSIFIER_DIR
 
 Form = Callable[[np.ndarray], tuple[str, bytes, str]]
 

@@ -45,9 +45,9 @@ from benchmarks.raw_client import burst, post_request
 from loadtest.processes import free_port
 from loadtest.server import APP_COMMAND, start_server
 from model.checkpoint import save_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
+from training.presets import preset
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT = {"text": "42"}

@@ -27,23 +27,12 @@ def warm_up(target: str, timeout_s: float = 60.0) -> None:
             raise RuntimeError(f"warm-up {path} answered {response.status_code}: {response.text[:300]}")
 
 
-def _active_in(body: Any) -> str | None:
-    """The active version in a /v1/models body, whichever of the usual shapes it has."""
-    if not isinstance(body, dict):
-        return None
-    for key in ("active", "active_version"):
-        if isinstance(body.get(key), str):
-            return str(body[key])
-    for item in body.get("versions") or body.get("models") or body.get("data") or []:
-        if isinstance(item, dict) and item.get("active") is True:
-            return str(item.get("version") or item.get("name") or item.get("id"))
-    return None
-
-
 def model_version(target: str) -> str | None:
-    """The service's active model version (None when it cannot be told)."""
+    """The service's active model version: `active` of GET /v1/models (app/schemas.py
+    ModelsResponse); None when the service cannot be asked or has none."""
     try:
         response = requests.get(f"{target}/v1/models", timeout=10)
-        return _active_in(response.json()) if response.status_code == 200 else None
-    except (requests.RequestException, ValueError):
+        active = response.json().get("active") if response.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
         return None
+    return active if isinstance(active, str) else None

@@ -1,8 +1,9 @@
 """The CVAE: network, loss, checkpoint format and registry of versions."""
 
-from model.config import PRESETS, CVAEConfig, preset
+from model.config import CVAEConfig
 from model.errors import (
     CheckpointError,
+    DeviceError,
     ModelError,
     RegistryError,
     VersionNotFoundError,
@@ -11,11 +12,10 @@ from model.network import CVAE
 
 __all__ = [
     "CVAE",
-    "PRESETS",
     "CVAEConfig",
     "CheckpointError",
+    "DeviceError",
     "ModelError",
     "RegistryError",
     "VersionNotFoundError",
-    "preset",
 ]

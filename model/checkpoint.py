@@ -30,10 +30,45 @@ from model.network import CVAE
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
+# The sampling temperature of a version that records none (or a nonsensical one): the true prior.
+DEFAULT_TEMPERATURE = 1.0
+MAX_TEMPERATURE = 2.0
 
 MAX_HEADER_BYTES = 10_000_000  # a safetensors header (JSON tensor index) larger than this is refused
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def temperature_or_default(value: Any) -> float:
+    """A recorded default temperature if it is a number in [0, MAX_TEMPERATURE], else the fallback."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TEMPERATURE:
+        return float(value)
+    return DEFAULT_TEMPERATURE
+
+
+@dataclass(frozen=True)
+class VersionMetadata:
+    """The typed reading of a version's metadata.json: the fields code relies on, and the whole
+    record (training settings, data fingerprint, metrics, history) as written, in `record`."""
+
+    config: CVAEConfig
+    weights_sha256: str
+    default_temperature: float
+    record: dict[str, Any]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> VersionMetadata:
+        """Type a record that `read_metadata` accepted; CheckpointError when its config is not a CVAE's."""
+        return cls(
+            config=CVAEConfig.from_dict(record["config"]),
+            weights_sha256=str(record["weights_sha256"]),
+            default_temperature=temperature_or_default(record.get("default_temperature")),
+            record=record,
+        )
 
 
 @dataclass(frozen=True)
@@ -42,6 +77,11 @@ class Checkpoint:
 
     model: CVAE
     metadata: dict[str, Any]
+
+    @property
+    def info(self) -> VersionMetadata:
+        """The metadata, typed."""
+        return VersionMetadata.from_record(self.metadata)
 
 
 def sha256_file(path: Path) -> str:
@@ -82,9 +122,19 @@ def save_module(
     return metadata
 
 
-def save_checkpoint(directory: Path, model: CVAE, extra: dict[str, Any]) -> dict[str, Any]:
-    """Write a CVAE checkpoint; `extra` (JSON-serialisable) is merged into the metadata."""
-    return save_module(directory, model, model.config.to_dict(), extra)
+def save_checkpoint(
+    directory: Path, model: CVAE, extra: dict[str, Any], *, default_temperature: float | None = None
+) -> dict[str, Any]:
+    """Write a CVAE checkpoint; `extra` (JSON-serialisable) is merged into the metadata, with the
+    version's default sampling temperature (DEFAULT_TEMPERATURE when None)."""
+    if default_temperature is None:
+        default_temperature = extra.get("default_temperature")
+    temperature = DEFAULT_TEMPERATURE if default_temperature is None else float(default_temperature)
+    if temperature_or_default(temperature) != temperature:
+        raise ValueError(f"default_temperature must be in [0, {MAX_TEMPERATURE}], got {temperature}")
+    return save_module(
+        directory, model, model.config.to_dict(), {**extra, "default_temperature": temperature}
+    )
 
 
 def read_metadata(directory: Path) -> dict[str, Any]:

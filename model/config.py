@@ -1,8 +1,10 @@
-"""The network's configuration: a frozen dataclass and the named presets."""
+"""The network's configuration: a frozen dataclass, and the image facts every module shares.
+
+The named presets (network + training recipe) live in training/presets.py."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from model.errors import CheckpointError
@@ -110,21 +112,3 @@ class CVAEConfig:
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
-
-
-PRESETS: dict[str, CVAEConfig] = {
-    # The reference design: MLP 512/512, latent 256, label only at the input of each MLP.
-    "reference": CVAEConfig(),
-    # The project default, chosen by measured quality (docs/model.md).
-    "default": CVAEConfig(latent_dim=16, label_every_layer=True),
-    # A few-second model for tests and smoke runs.
-    "tiny": CVAEConfig(encoder_hidden=(64,), decoder_hidden=(64,), latent_dim=4),
-}
-
-
-def preset(name: str, **overrides: Any) -> CVAEConfig:
-    """The named preset, with optional field overrides (e.g. latent_dim)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    clean = {k: v for k, v in overrides.items() if v is not None}
-    return replace(PRESETS[name], **clean)

@@ -15,3 +15,7 @@ class RegistryError(ModelError):
 
 class VersionNotFoundError(RegistryError):
     """The requested version does not exist in the registry."""
+
+
+class DeviceError(ModelError, RuntimeError):
+    """The requested compute device does not exist on this machine."""

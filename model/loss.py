@@ -67,3 +67,20 @@ def importance_weighted_nll(model: CVAE, x: torch.Tensor, y: torch.Tensor, k: in
     log_qz = _log_normal(z, mu, log_var)
     log_w = log_px + log_pz - log_qz
     return -(torch.logsumexp(log_w, dim=0) - math.log(k))
+
+
+@torch.no_grad()
+def label_elbos(model: CVAE, x: torch.Tensor) -> torch.Tensor:
+    """The ELBO at z = mu of each image under every label: (B, num_classes) nats.
+
+    Its argmax is the CVAE's own label inference, the rule the service's /encode applies when no
+    label is given (a point estimate: z = mu, as in the service)."""
+    classes = model.config.num_classes
+    labels = torch.arange(classes, device=x.device).repeat(len(x))  # (B * C,): 0..C-1 per image
+    rows = x.repeat_interleave(classes, dim=0)  # (B * C, 784)
+    return -elbo_terms(model, rows, labels, sample=False).neg_elbo.view(len(x), classes)
+
+
+def infer_labels(model: CVAE, x: torch.Tensor) -> torch.Tensor:
+    """The label whose ELBO is highest, per image: (B,)."""
+    return label_elbos(model, x).argmax(dim=1)

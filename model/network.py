@@ -10,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import CVAEConfig
+from model.config import IMAGE_SIDE, CVAEConfig
+
+# The conv paths halve the side twice: 28 -> 14 -> 7.
+CONV_SIDE = IMAGE_SIDE // 4
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -43,20 +46,21 @@ class _ConditionedMLP(nn.Module):
 
 class _ConvHead(nn.Module):
     """(B, width) features -> (B, 784) logits: a linear map to (c0, 7, 7), two stride-2 transposed
-    convolutions to (1, 28, 28); the one-hot label adds a learned per-channel bias to each map."""
+    convolutions to (1, IMAGE_SIDE, IMAGE_SIDE); the one-hot label adds a learned per-channel bias to
+    each map."""
 
     def __init__(self, width: int, cond_dim: int, channels: tuple[int, ...]):
         super().__init__()
         c0, c1 = channels
         self.c0 = c0
-        self.fc = nn.Linear(width, c0 * 7 * 7)
+        self.fc = nn.Linear(width, c0 * CONV_SIDE * CONV_SIDE)
         self.up1 = nn.ConvTranspose2d(c0, c1, kernel_size=4, stride=2, padding=1)  # 7 -> 14
         self.up2 = nn.ConvTranspose2d(c1, 1, kernel_size=4, stride=2, padding=1)  # 14 -> 28
         self.cond0 = nn.Linear(cond_dim, c0, bias=False)
         self.cond1 = nn.Linear(cond_dim, c1, bias=False)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        m = self.fc(h).view(-1, self.c0, 7, 7) + self.cond0(cond)[:, :, None, None]
+        m = self.fc(h).view(-1, self.c0, CONV_SIDE, CONV_SIDE) + self.cond0(cond)[:, :, None, None]
         m = F.relu(self.up1(F.relu(m)) + self.cond1(cond)[:, :, None, None])  # (B, c1, 14, 14)
         return self.up2(m).flatten(1)  # (B, 784)
 
@@ -69,10 +73,10 @@ class _ConvFeatures(nn.Module):
         c0, c1 = channels
         self.down1 = nn.Conv2d(1, c1, kernel_size=4, stride=2, padding=1)  # 28 -> 14
         self.down2 = nn.Conv2d(c1, c0, kernel_size=4, stride=2, padding=1)  # 14 -> 7
-        self.out_dim = c0 * 7 * 7
+        self.out_dim = c0 * CONV_SIDE * CONV_SIDE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.down1(x.view(-1, 1, 28, 28)))  # (B, c1, 14, 14)
+        h = F.relu(self.down1(x.view(-1, 1, IMAGE_SIDE, IMAGE_SIDE)))  # (B, c1, 14, 14)
         return F.relu(self.down2(h)).flatten(1)  # (B, c0 * 49)
 
 

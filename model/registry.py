@@ -5,11 +5,14 @@ Layout::
     <root>/v0001/            model.safetensors, metadata.json, samples.png, training.png, ...
     <root>/v0002/
     <root>/active            text file naming the active version, replaced atomically
-    <root>/.staging-<id>/    a version being written; never listed, renamed into place when complete
+    <root>/classifier/<key>/ an artifact that is not a version (the evaluation judge), same format
+    <root>/.staging-<host>-<pid>-<id>/   something being written; never listed, renamed into place
 
-A version becomes visible only by a directory rename after all its files are written and fsynced,
-and `active` changes only by writing a temporary file and renaming it over the old one, so a writer
-killed at any point leaves the registry as it was (plus, at worst, a hidden staging directory).
+A version or artifact becomes visible only by a directory rename after all its files are written
+and fsynced, and `active` changes only by writing a temporary file and renaming it over the old
+one, so a writer killed at any point leaves the registry as it was (plus, at worst, a hidden
+staging directory, which the next writer removes). Published files are world-readable (0644 files,
+0755 directories), so a reader running as another user can load what a trainer wrote.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +31,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import Checkpoint, load_checkpoint, read_metadata
+from model.checkpoint import Checkpoint, VersionMetadata, load_checkpoint, read_metadata
 from model.errors import CheckpointError, RegistryError, VersionNotFoundError
 
 # ASCII digits only (`\d` would take any script's digits) and a bounded length: a name is checked
@@ -35,16 +39,21 @@ from model.errors import CheckpointError, RegistryError, VersionNotFoundError
 VERSION_PATTERN = re.compile(r"^v([0-9]{4,12})$")
 ACTIVE_FILE = "active"
 STAGING_PREFIX = ".staging-"
+# A staging directory of a writer on another host (or in another PID namespace) is only known to be
+# abandoned by its age: no single run takes this long.
+STALE_STAGING_S = 24 * 3600.0
+FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One version as listed: its name, directory and metadata (None if unreadable)."""
+    """One version as listed: its name, directory, metadata as written and typed (None if unreadable)."""
 
     name: str
     path: Path
     metadata: dict[str, Any] | None
     error: str | None = None
+    info: VersionMetadata | None = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,11 +64,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class Registry:
-    """Versions under one root directory."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
-    def __init__(self, root: Path | str):
+
+def _make_readable(directory: Path) -> None:
+    """0644 files and 0755 directories under `directory` (and itself), whatever the umask was."""
+    directory.chmod(DIR_MODE)
+    for path in directory.rglob("*"):
+        path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
+
+
+class Registry:
+    """Versions under one root directory. `writer=True` (a trainer) removes the staging directories
+    that killed writers left behind when it opens the registry."""
+
+    def __init__(self, root: Path | str, *, writer: bool = False):
         self.root = Path(root)
+        if writer:
+            self.clean_staging()
 
     # -- reading -----------------------------------------------------------------------------
     def version_names(self) -> list[str]:
@@ -78,14 +107,16 @@ class Registry:
 
     def versions(self) -> list[VersionInfo]:
         """Every version with its metadata; an unreadable one is listed with its error."""
-        infos = []
-        for name in self.version_names():
-            path = self.root / name
-            try:
-                infos.append(VersionInfo(name, path, read_metadata(path)))
-            except CheckpointError as exc:
-                infos.append(VersionInfo(name, path, None, str(exc)))
-        return infos
+        return [self.version_info(name) for name in self.version_names()]
+
+    def version_info(self, name: str) -> VersionInfo:
+        """One listed version with its metadata as written and typed, or the error reading it."""
+        path = self.root / name
+        try:
+            record = read_metadata(path)
+            return VersionInfo(name, path, record, info=VersionMetadata.from_record(record))
+        except CheckpointError as exc:
+            return VersionInfo(name, path, None, str(exc))
 
     def active_version(self) -> str | None:
         """The active version's name, or None when nothing was promoted yet."""
@@ -152,7 +183,7 @@ class Registry:
     def staging(self) -> Iterator[Path]:
         """A hidden directory to write a new version into; removed if the block fails."""
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        path = self.root / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
         path.mkdir()
         try:
             yield path
@@ -162,6 +193,7 @@ class Registry:
 
     def publish(self, staging: Path) -> str:
         """Rename a complete staging directory to the next version name; returns that name."""
+        _make_readable(staging)
         for _ in range(100):
             name = self.next_version_name()
             try:
@@ -172,14 +204,47 @@ class Registry:
             return name
         raise RegistryError(f"could not publish {staging} after 100 attempts")
 
-    def clean_staging(self, older_than_s: float = 3600.0) -> list[Path]:
-        """Remove staging directories left by killed writers; returns what was removed."""
+    def artifact_path(self, name: str) -> Path:
+        """Directory of a named artifact that is not a version, e.g. `classifier/<key>`."""
+        if VERSION_PATTERN.match(name.split("/")[0]) or name.startswith(".") or ".." in name.split("/"):
+            raise RegistryError(f"{name!r} is not an artifact name")
+        return self.root / name
+
+    def publish_artifact(self, staging: Path, name: str) -> Path:
+        """Put a complete staging directory at `artifact_path(name)` by renames, replacing what was
+        there (an unreadable earlier copy): readers see the old copy or the new one, never a part."""
+        target = self.artifact_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_readable(staging)
+        if target.exists():
+            retired = self.root / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+            os.rename(target, retired)
+            shutil.rmtree(retired, ignore_errors=True)
+        os.rename(staging, target)
+        _fsync_dir(target.parent)
+        return target
+
+    def clean_staging(self, older_than_s: float = STALE_STAGING_S) -> list[Path]:
+        """Remove staging directories left by killed writers: those of a dead process on this host,
+        and any older than `older_than_s`. Returns what was removed."""
         removed: list[Path] = []
         now = time.time()
         if not self.root.is_dir():
             return removed
+        host = socket.gethostname()
         for path in self.root.glob(f"{STAGING_PREFIX}*"):
-            if now - path.stat().st_mtime > older_than_s:
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:  # its writer just published or removed it
+                continue
+            if age > older_than_s or self._abandoned_here(path.name[len(STAGING_PREFIX) :], host):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         return removed
+
+    @staticmethod
+    def _abandoned_here(tag: str, host: str) -> bool:
+        """Whether a staging tag `<host>-<pid>-<id>` names a process of this host that is gone."""
+        head = tag.rpartition("-")[0]  # drop the random id
+        writer_host, _, pid = head.rpartition("-")
+        return writer_host == host and pid.isdigit() and not _pid_alive(int(pid))

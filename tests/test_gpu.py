@@ -11,10 +11,10 @@ import torch
 
 from loadtest.server import start_server
 from model.checkpoint import load_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
 from tests.builders.models import train_tiny
+from training.presets import preset
 
 pytestmark = [
     pytest.mark.gpu,

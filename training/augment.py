@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from model.config import IMAGE_SIDE
+
 MAX_ROTATION_RAD = 0.15  # about 8.6 degrees
 MAX_SCALE = 0.08  # +-8 %
 MAX_SHIFT = 0.06  # +-6 % of the half-width, about 0.8 px
@@ -26,8 +28,10 @@ def random_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     )
     theta = theta.to(x.device)  # (B, 2, 3)
-    grid = F.affine_grid(theta, [batch, 1, 28, 28], align_corners=False)
-    warped = F.grid_sample(x.view(batch, 1, 28, 28), grid, align_corners=False, padding_mode="zeros")
+    grid = F.affine_grid(theta, [batch, 1, IMAGE_SIDE, IMAGE_SIDE], align_corners=False)
+    warped = F.grid_sample(
+        x.view(batch, 1, IMAGE_SIDE, IMAGE_SIDE), grid, align_corners=False, padding_mode="zeros"
+    )
     return warped.view(batch, -1).clamp(0, 1)
 
 

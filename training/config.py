@@ -1,13 +1,17 @@
-"""The training job's settings: one frozen dataclass, filled from flags, a config file or defaults."""
+"""The training job's settings: one frozen dataclass holding the recipe, filled from a preset, a
+config file and flags (in that order of precedence, lowest first)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from training.presets import PRESETS, get_preset
+from training.recipe import Recipe, setting
 
 DEFAULT_REGISTRY = "./registry"
 
@@ -19,77 +23,68 @@ def default_registry() -> Path:
 
 @dataclass(frozen=True)
 class JobConfig:
-    """Everything one training run needs; recorded in the version's metadata."""
+    """Everything one training run needs; recorded (flattened) in the version's metadata."""
 
-    registry: Path = field(default_factory=default_registry)
-    data: str = "bundled"
-    preset: str = "default"
-    latent_dim: int | None = None
-    epochs: int = 150
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    val_fraction: float = 0.1
-    beta: float = 1.0
-    kl_warmup_epochs: int = 0
-    # Weight of the adversarial term that removes class information from z (0 = off): a small
-    # classifier learns to read y from z while the encoder, through gradient reversal, learns to
-    # make that impossible, so z carries style only.
-    adversary_weight: float = 3.0
-    # Share of each batch shown as a slightly rotated/scaled/shifted copy (training/augment.py).
-    augment: float = 0.5
-    cosine_lr: bool = True
-    patience: int = 30
-    max_examples: int | None = None
-    evaluate: bool = True
-    eval_samples_per_class: int = 200
-    iw_samples: int = 100
-    classifier_epochs: int = 6
-    # The service's default temperature for this version; None = chosen from measured quality
-    # (training/evaluate.py: choose_temperature), 1.0 when evaluation is skipped.
-    default_temperature: float | None = None
-    promote: bool = True
-    progress: bool = True
+    registry: Path = field(
+        default_factory=default_registry,
+        metadata={"help": "registry directory ($CVAE_REGISTRY, else ./registry)"},
+    )
+    data: str = setting(
+        "bundled", "bundled | mnist (the full MNIST, fetched when missing) | a directory of MNIST IDX files"
+    )
+    preset: str = setting("default", "network preset with its training recipe", choices=tuple(PRESETS))
+    latent_dim: int | None = setting(None, "override the preset's latent size")
+    seed: int = setting(0, "seeds the split, the initialisation, the batches and the evaluation")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu) | cpu | cuda[:N]")
+    val_fraction: float = setting(0.1, "share of the training data held out for validation")
+    max_examples: int | None = setting(None, "cap the training examples")
+    evaluate: bool = setting(True, "the judge-based evaluation (--no-eval: fast smoke runs)", flag="eval")
+    eval_samples_per_class: int = setting(200, "generated digits per class for conditional accuracy")
+    iw_samples: int = setting(100, "importance samples of the IW NLL (0 = skip it)")
+    classifier_epochs: int = setting(6, "epochs of the judge classifier")
+    default_temperature: float | None = setting(
+        None,
+        "the version's default temperature (samples grid, conditional accuracy, the service's default); "
+        "unset = the highest of 1.0, 0.9, ... 0.5 whose samples the judge reads well enough: "
+        "legible_overall of them as requested and legible_worst of every digit",
+    )
+    legible_overall: float = setting(0.97, "default temperature: share of samples read as requested")
+    legible_worst: float = setting(0.93, "default temperature: ... and for the worst digit")
+    promote: bool = setting(True, "make the new version the active one")
+    progress: bool = setting(True, "progress bars and log lines")
+    recipe: Recipe = field(default_factory=Recipe)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        """Flat JSON form: the job's fields and the recipe's side by side (a valid --config file)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "recipe"}
         data["registry"] = str(self.registry)
-        return data
+        return {**data, **asdict(self.recipe)}
 
 
-# Recipe settings that differ from JobConfig's defaults (which are the default preset's recipe).
-PRESET_RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
-    # The reference design trained the straightforward way: plain ELBO, constant learning rate.
-    "reference": dict(
-        epochs=20,
-        kl_warmup_epochs=0,
-        adversary_weight=0.0,
-        augment=0.0,
-        cosine_lr=False,
-        default_temperature=1.0,
-    ),
-    "tiny": dict(epochs=5, kl_warmup_epochs=0, adversary_weight=0.0, augment=0.0, cosine_lr=False),
-}
+JOB_FIELDS = frozenset(f.name for f in fields(JobConfig)) - {"recipe"}
+RECIPE_FIELDS = frozenset(f.name for f in fields(Recipe))
 
 
 def preset_job(preset: str = "default", **overrides: Any) -> JobConfig:
-    """A JobConfig with the preset's recipe, then `overrides` on top."""
-    if preset not in PRESET_RECIPES:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESET_RECIPES)}")
-    return JobConfig(**{**PRESET_RECIPES[preset], "preset": preset, **overrides})
+    """A JobConfig with the preset's recipe (and default temperature), then flat `overrides` on top."""
+    chosen = get_preset(preset)
+    unknown = set(overrides) - JOB_FIELDS - RECIPE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}")
+    recipe = replace(chosen.recipe, **{k: v for k, v in overrides.items() if k in RECIPE_FIELDS})
+    job = dict(chosen.job)
+    job.update({k: v for k, v in overrides.items() if k in JOB_FIELDS})
+    return JobConfig(**{**job, "preset": preset, "recipe": recipe})
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a JSON or TOML file of JobConfig fields (keys with '-' or '_')."""
+    """Read a JSON or TOML file of job and recipe fields (keys with '-' or '_')."""
     text = path.read_text(encoding="utf-8")
     raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a table/object of settings")
-    known = {f.name for f in fields(JobConfig)}
     values = {k.replace("-", "_"): v for k, v in raw.items()}
-    unknown = set(values) - known
+    unknown = set(values) - JOB_FIELDS - RECIPE_FIELDS
     if unknown:
         raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
     if "registry" in values:

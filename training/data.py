@@ -1,6 +1,7 @@
-"""Training data: the bundled MNIST sample, any directory of MNIST-named IDX files, or a download.
+"""Training data: the bundled MNIST sample, the full MNIST (training/fetch_mnist.py), or any
+directory of MNIST-named IDX files.
 
-Every source yields a `Dataset` of uint8 images (N, 28, 28) and labels (N,), with a fingerprint
+Every source yields `Digits`: uint8 images (N, 28, 28) and labels (N,), with a fingerprint
 (sha256 of the bytes) recorded in each version's metadata. `split` makes the deterministic
 train/validation split by seed.
 """
@@ -8,13 +9,14 @@ train/validation split by seed.
 from __future__ import annotations
 
 import hashlib
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from model.config import IMAGE_SIDE
+from training import fetch_mnist
+from training.errors import DataError
 from training.idx import IdxError, read_idx
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "bundled"
@@ -22,26 +24,11 @@ BUNDLED_SHA256 = {
     "train-images-idx3-ubyte.gz": "d3ca3edc94479149c931c39d29bea0c74930710546d49c0f007a2743c1436a66",
     "train-labels-idx1-ubyte.gz": "90a5104fcc3b28740476f5545ec6579a11daed8a4330dc2ede05ea153f69fb98",
 }
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-MNIST_SHA256 = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-}
-DOWNLOAD_CACHE = Path.home() / ".cache" / "cvae-digits" / "mnist"
-
-
-class DataError(ValueError):
-    """The requested data cannot be used: missing files, malformed IDX, no network for a download."""
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """Images (N, 28, 28) uint8 white-on-black, labels (N,) in 0..9."""
+class Digits:
+    """Images (N, IMAGE_SIDE, IMAGE_SIDE) uint8 white-on-black, labels (N,) in 0..9."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -57,8 +44,8 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.images[index], self.labels[index], self.source)
+    def subset(self, index: np.ndarray) -> Digits:
+        return Digits(self.images[index], self.labels[index], self.source)
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -68,7 +55,7 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _pair(directory: Path, prefix: str, required: bool) -> Dataset | None:
+def _pair(directory: Path, prefix: str, required: bool) -> Digits | None:
     images_path = _find(directory, f"{prefix}-images-idx3-ubyte")
     labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
     if images_path is None or labels_path is None:
@@ -81,16 +68,16 @@ def _pair(directory: Path, prefix: str, required: bool) -> Dataset | None:
         images, labels = read_idx(images_path), read_idx(labels_path)
     except IdxError as exc:
         raise DataError(str(exc)) from exc
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{images_path}: images must be N x 28 x 28, got {images.shape}")
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataError(f"{images_path}: images must be N x {IMAGE_SIDE} x {IMAGE_SIDE}, got {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{labels_path}: {labels.shape} labels for {len(images)} images")
     if len(labels) and labels.max() > 9:
         raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
-    return Dataset(images, labels, str(directory))
+    return Digits(images, labels, str(directory))
 
 
-def load_idx_directory(directory: Path | str) -> tuple[Dataset, Dataset | None]:
+def load_idx_directory(directory: Path | str) -> tuple[Digits, Digits | None]:
     """The train set (required) and the t10k test set (if present) of an MNIST-style directory."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -106,52 +93,25 @@ def _verify(path: Path, expected: str) -> None:
         raise DataError(f"{path}: sha256 {actual} does not match the expected {expected}")
 
 
-def load_bundled() -> Dataset:
+def load_bundled() -> Digits:
     """The 10,000 MNIST training digits shipped with the project (checked by sha256)."""
     for name, digest in BUNDLED_SHA256.items():
         _verify(BUNDLED_DIR / name, digest)
     train, _ = load_idx_directory(BUNDLED_DIR)
-    return Dataset(train.images, train.labels, "bundled")
+    return Digits(train.images, train.labels, "bundled")
 
 
-def download_mnist(cache: Path = DOWNLOAD_CACHE, timeout_s: float = 10.0) -> Path:
-    """Fetch the official MNIST files into `cache` (sha256-verified); fails fast without a network."""
-    cache.mkdir(parents=True, exist_ok=True)
-    for name, digest in MNIST_SHA256.items():
-        target = cache / name
-        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == digest:
-            continue
-        errors = []
-        for mirror in MNIST_MIRRORS:
-            try:
-                with urllib.request.urlopen(mirror + name, timeout=timeout_s) as response:
-                    payload = response.read()
-            except (urllib.error.URLError, OSError) as exc:
-                errors.append(f"{mirror}: {exc}")
-                continue
-            if hashlib.sha256(payload).hexdigest() == digest:
-                target.write_bytes(payload)
-                break
-            errors.append(f"{mirror}: sha256 mismatch")
-        else:
-            raise DataError(
-                f"could not download {name} (no network?): "
-                + "; ".join(errors)
-                + ". Use --data bundled, or a directory holding the MNIST IDX files."
-            )
-    return cache
-
-
-def load_data(spec: str) -> tuple[Dataset, Dataset | None]:
-    """`bundled`, `download` or a directory path -> (train data, optional test data)."""
+def load_data(spec: str) -> tuple[Digits, Digits | None]:
+    """`bundled`, `mnist` (alias `download`: the full MNIST, fetched into its cache when missing)
+    or a directory path -> (train data, optional test data)."""
     if spec == "bundled":
         return load_bundled(), None
-    if spec == "download":
-        return load_idx_directory(download_mnist())
+    if spec in ("mnist", "download"):
+        return load_idx_directory(fetch_mnist.fetch())
     return load_idx_directory(Path(spec))
 
 
-def split(data: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def split(data: Digits, val_fraction: float, seed: int) -> tuple[Digits, Digits]:
     """Deterministic train/validation split: a seeded permutation, the first share is validation."""
     if not 0 < val_fraction < 1:
         raise DataError("the validation fraction must be between 0 and 1")

@@ -1,5 +1,9 @@
 """One training run, start to finish: data -> train -> evaluate -> a complete version in the
-registry (weights, metadata, samples.png, training.png, metrics.jsonl) -> promoted."""
+registry (weights, metadata, samples.png, training.png, metrics.jsonl) -> promoted.
+
+Under torchrun every process trains (DDP, training/distributed.py) and rank 0 alone evaluates and
+publishes the version; a single process runs exactly the same code with a world of one.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import platform
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,35 +20,37 @@ import numpy as np
 import torch
 
 from model.checkpoint import save_checkpoint
-from model.config import preset
+from model.device import resolve_device
 from model.network import CVAE
 from model.registry import Registry
-from training.classifier import load_or_train_classifier, to_tensors
 from training.config import JobConfig
-from training.data import Dataset, load_data, split
+from training.data import Digits, load_data, split
+from training.distributed import World, device_for, process_group, world_from_env
 from training.evaluate import elbo_metrics, evaluate
-from training.loop import Recipe, train
+from training.judge import load_or_train_judge, to_tensors
+from training.loop import train
 from training.plots import save_samples_png, save_training_png
+from training.presets import preset
 
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a run wrote: the version's name and directory, and its metadata."""
+    """What a run wrote: the version's name and directory, and its metadata (rank 0 only; the
+    other ranks of a torchrun job get version None)."""
 
-    version: str
-    path: Path
+    version: str | None
+    path: Path | None
     metadata: dict[str, Any]
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then Apple MPS, then the CPU; anything else is taken as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+@dataclass(frozen=True)
+class _Data:
+    """The data of one run: everything loaded, the two training splits, the optional test split."""
+
+    all: Digits
+    train: Digits
+    val: Digits
+    test: Digits | None
 
 
 def _seed_everything(seed: int) -> None:
@@ -53,59 +59,72 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _prepare_data(config: JobConfig) -> tuple[Dataset, Dataset, Dataset, Dataset | None]:
+def _prepare_data(config: JobConfig) -> _Data:
     data, test = load_data(config.data)
     train_set, val_set = split(data, config.val_fraction, config.seed)
     if config.max_examples is not None:
         train_set = train_set.subset(np.arange(min(config.max_examples, len(train_set))))
-    return data, train_set, val_set, test
+    return _Data(data, train_set, val_set, test)
 
 
-def _log(config: JobConfig, message: str) -> None:
-    if config.progress:
-        print(message, flush=True)
-
-
-def run(config: JobConfig) -> JobResult:
+def run(config: JobConfig, world: World | None = None) -> JobResult:
     """Train, evaluate and publish one version; the registry only ever sees complete versions."""
+    world = world_from_env() if world is None else world
+    device = device_for(world, resolve_device(config.device))
+    with process_group(world, device):
+        return _run(config, world, device)
+
+
+def _run(config: JobConfig, world: World, device: torch.device) -> JobResult:
     started = time.perf_counter()
     _seed_everything(config.seed)
-    device = resolve_device(config.device)
-    registry = Registry(config.registry)
-    data, train_set, val_set, test_set = _prepare_data(config)
-    _log(config, f"data: {config.data} ({len(train_set)} train / {len(val_set)} validation) on {device}")
-    x, y = to_tensors(train_set, device)
-    x_val, y_val = to_tensors(val_set, device)
-    net_config = preset(config.preset, latent_dim=config.latent_dim)
-    model = CVAE(net_config).to(device)
-    recipe = Recipe(**{f.name: getattr(config, f.name) for f in fields(Recipe)})
+    log = _logger(config, world)
+    data = _prepare_data(config)
+    test_note = f", {len(data.test)} test" if data.test is not None else ""
+    log(
+        f"data: {config.data} ({len(data.train)} train / {len(data.val)} validation{test_note}) on {device}"
+        + (f", {world.world_size} processes" if world.distributed else "")
+    )
+    x, y = to_tensors(data.train, device)
+    x_val, y_val = to_tensors(data.val, device)
+    model = CVAE(preset(config.preset, latent_dim=config.latent_dim)).to(device)
+    if not world.is_main:
+        train(model, x, y, x_val, y_val, config.recipe, seed=config.seed, world=world, progress=False)
+        return JobResult(version=None, path=None, metadata={})
+    registry = Registry(config.registry, writer=True)
     with registry.staging() as staging:
-        log_path = staging / "metrics.jsonl"
-        with log_path.open("w", encoding="utf-8") as log:
+        with (staging / "metrics.jsonl").open("w", encoding="utf-8") as epochs_log:
             history, best_epoch = train(
                 model,
                 x,
                 y,
                 x_val,
                 y_val,
-                recipe,
+                config.recipe,
+                seed=config.seed,
+                world=world,
                 progress=config.progress,
-                on_epoch=lambda row: _append_jsonl(log, row),
+                on_epoch=lambda row: _append_jsonl(epochs_log, row),
             )
         train_seconds = time.perf_counter() - started
+        log(f"training done in {train_seconds:.0f} s; evaluating")
         splits = {"train": (x, y), "val": (x_val, y_val)}
-        if test_set is not None:
-            splits["test"] = to_tensors(test_set, device)
-        metrics = _measure(config, registry, data, train_set, val_set, splits, model, device)
+        if data.test is not None:
+            splits["test"] = to_tensors(data.test, device)
+        metrics = _measure(config, registry, data, splits, model, device, log)
+        temperature = metrics.pop("default_temperature", config.default_temperature)
         metrics.update(best_epoch=best_epoch, epochs_run=len(history))
-        temperature = metrics.get("default_temperature", config.default_temperature)
-        temperature = 1.0 if temperature is None else temperature
         metrics["train_seconds"] = round(train_seconds, 2)
         metrics["total_seconds"] = round(time.perf_counter() - started, 2)
         metadata = save_checkpoint(
-            staging, model, _metadata(config, data, train_set, val_set, metrics, history, temperature)
+            staging,
+            model,
+            _metadata(config, world, data, metrics, history),
+            default_temperature=temperature,
         )
-        save_samples_png(staging / "samples.png", model, temperature=temperature, seed=config.seed)
+        save_samples_png(
+            staging / "samples.png", model, temperature=metadata["default_temperature"], seed=config.seed
+        )
         save_training_png(staging / "training.png", history)
         version = registry.publish(staging)
     if config.promote:
@@ -113,23 +132,29 @@ def run(config: JobConfig) -> JobResult:
     return JobResult(version=version, path=registry.root / version, metadata=metadata)
 
 
+def _logger(config: JobConfig, world: World):
+    def log(message: str) -> None:
+        if config.progress and world.is_main:
+            print(message, flush=True)
+
+    return log
+
+
 def _measure(
     config: JobConfig,
     registry: Registry,
-    data: Dataset,
-    train_set: Dataset,
-    val_set: Dataset,
+    data: _Data,
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     model: CVAE,
     device: torch.device,
+    log,
 ) -> dict[str, Any]:
     """ELBO terms on every split's tensors, and the judge-based evaluation unless it is switched off."""
     metrics: dict[str, Any] = {}
     for name, (x, y) in splits.items():
         metrics.update({f"{name}_{k}": v for k, v in elbo_metrics(model, x, y, config.seed).items()})
     if config.evaluate:
-        x_val, y_val = splits["val"]
-        metrics.update(_evaluate(config, registry, data, train_set, val_set, model, x_val, y_val, device))
+        metrics.update(_evaluate(config, registry, data, splits, model, device, log))
     return metrics
 
 
@@ -142,62 +167,71 @@ def _append_jsonl(log: TextIO, row: dict[str, float]) -> None:
 def _evaluate(
     config: JobConfig,
     registry: Registry,
-    data: Dataset,
-    train_set: Dataset,
-    val_set: Dataset,
+    data: _Data,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     model: CVAE,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
     device: torch.device,
+    log,
 ) -> dict[str, Any]:
-    key = f"{data.fingerprint[:16]}-s{config.seed}-v{config.val_fraction}-n{len(train_set)}"
-    classifier, judge = load_or_train_classifier(
-        registry.root,
+    key = f"{data.all.fingerprint[:16]}-s{config.seed}-v{config.val_fraction}-n{len(data.train)}"
+    log(f"judge: loading or training the digit classifier {key}")
+    classifier, judge = load_or_train_judge(
+        registry,
         key,
-        train_set,
-        val_set,
+        data.train,
+        data.val,
         epochs=config.classifier_epochs,
         seed=config.seed,
         device=device,
     )
-    _log(config, f"classifier: validation accuracy {judge['val_accuracy']:.4f} ({key})")
+    log(f"judge: validation accuracy {judge['val_accuracy']:.4f} ({key})")
     metrics = evaluate(
         model,
         classifier,
-        x_val,
-        y_val,
+        *splits["val"],
         temperature=config.default_temperature,
         per_class=config.eval_samples_per_class,
         iw_samples=config.iw_samples,
         seed=config.seed,
+        targets=(config.legible_overall, config.legible_worst),
+        test=splits.get("test"),
+        progress=config.progress,
     )
     metrics["classifier"] = {"key": key, "val_accuracy": judge["val_accuracy"]}
+    if "test_judge_accuracy" in metrics:
+        metrics["classifier"]["test_accuracy"] = metrics.pop("test_judge_accuracy")
+    metrics["evaluated_on"] = "test" if "test" in splits else "validation"
     return metrics
 
 
 def _metadata(
     config: JobConfig,
-    data: Dataset,
-    train_set: Dataset,
-    val_set: Dataset,
+    world: World,
+    data: _Data,
     metrics: dict[str, Any],
     history: list[dict[str, float]],
-    default_temperature: float,
 ) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "source": config.data,
+        "fingerprint": data.all.fingerprint,
+        "examples": len(data.all),
+        "train_examples": len(data.train),
+        "val_examples": len(data.val),
+        "split": {"seed": config.seed, "val_fraction": config.val_fraction},
+    }
+    if data.test is not None:
+        described.update(test_fingerprint=data.test.fingerprint, test_examples=len(data.test))
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "preset": config.preset,
         "training": {k: v for k, v in config.to_dict().items() if k not in ("registry", "progress")},
-        "data": {
-            "source": config.data,
-            "fingerprint": data.fingerprint,
-            "examples": len(data),
-            "train_examples": len(train_set),
-            "val_examples": len(val_set),
-            "split": {"seed": config.seed, "val_fraction": config.val_fraction},
-        },
+        "data": described,
         "metrics": metrics,
         "history": history,
-        "environment": {"torch": torch.__version__, "python": platform.python_version()},
-        "default_temperature": default_temperature,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "world_size": world.world_size,
+            "threads_per_process": torch.get_num_threads(),
+        },
     }

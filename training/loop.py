@@ -6,40 +6,20 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.config import NUM_CLASSES
 from model.loss import terms_from
 from model.network import CVAE
 from training.augment import augment_batch
+from training.distributed import SINGLE, EpochOrder, World, all_sum
 from training.evaluate import elbo_metrics
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Optimisation settings of one run."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    beta: float = 1.0
-    kl_warmup_epochs: int = 0
-    adversary_weight: float = 0.0
-    augment: float = 0.0
-    cosine_lr: bool = False
-    patience: int = 10
-    seed: int = 0
-
-    def kl_weight(self, epoch: int) -> float:
-        """Linear KL warm-up from beta/warmup to beta over the first epochs (epoch counts from 0)."""
-        if self.kl_warmup_epochs <= 0:
-            return self.beta
-        return self.beta * min(1.0, (epoch + 1) / self.kl_warmup_epochs)
+from training.recipe import Recipe
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -84,31 +64,46 @@ def _batch_loss(
     return loss, terms.recon.detach(), terms.kl.detach()
 
 
+class TrainStep(nn.Module):
+    """The CVAE and its adversary as one module whose forward is the training loss of a batch: the
+    unit DDP wraps, so every parameter's gradient is averaged across processes."""
+
+    def __init__(self, model: CVAE, adversary: nn.Module | None):
+        super().__init__()
+        self.model, self.adversary = model, adversary
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, y: torch.Tensor, kl_weight: float, adversary_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _batch_loss(self.model, self.adversary, x, y, kl_weight, adversary_weight)
+
+
 def _train_epoch(
-    model: CVAE,
-    adversary: nn.Module | None,
+    step: nn.Module,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     recipe: Recipe,
     epoch: int,
+    order: EpochOrder,
     generator: torch.Generator,
     bar: tqdm | None,
 ) -> dict[str, float]:
-    model.train()
+    step.train()
     kl_weight = recipe.kl_weight(epoch)
-    sums = torch.zeros(2)
-    order = torch.randperm(len(x), generator=generator).to(x.device)
-    for batch in order.split(recipe.batch_size):
+    sums = torch.zeros(3)  # recon, KL, examples
+    for batch in order(epoch).to(x.device).split(recipe.batch_size):
         inputs = augment_batch(x[batch], recipe.augment, generator)
-        loss, recon, kl = _batch_loss(model, adversary, inputs, y[batch], kl_weight, recipe.adversary_weight)
+        loss, recon, kl = step(inputs, y[batch], kl_weight, recipe.adversary_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += torch.stack([recon.sum(), kl.sum()]).cpu()
+        sums += torch.stack([recon.sum(), kl.sum(), torch.tensor(float(len(batch)))]).cpu()
         if bar is not None:
             bar.set_postfix(loss=f"{float(recon.mean() + kl.mean()):.1f}", refresh=False)
-    recon_mean, kl_mean = (sums / len(x)).tolist()
+    if order.world.distributed:
+        sums = all_sum(sums, order.world, x.device)
+    recon_mean, kl_mean = (sums[:2] / sums[2]).tolist()
     return {
         "train_neg_elbo": recon_mean + kl_mean,
         "train_recon": recon_mean,
@@ -125,35 +120,45 @@ def train(
     y_val: torch.Tensor,
     recipe: Recipe,
     *,
+    seed: int = 0,
+    world: World = SINGLE,
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[list[dict[str, float]], int]:
-    """Train in place; leaves the model at its best validation epoch. Returns (history, best epoch)."""
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
+    """Train in place; leaves the model at its best validation epoch. Returns (history, best epoch).
+
+    Under torchrun (`world.distributed`) the model and adversary train inside DDP on this rank's
+    shard of each epoch; every rank validates on the whole validation split, so all take the same
+    early-stopping decision."""
+    torch.manual_seed(seed + world.rank)  # the sampling noise differs per rank; rank 0 = one process
+    generator = torch.Generator().manual_seed(seed + world.rank)  # batches' augmentation
     adversary = None
-    params = list(model.parameters())
     if recipe.adversary_weight > 0:
         adversary = make_adversary(model.config.latent_dim).to(x.device)
-        params += list(adversary.parameters())
-    optimizer = torch.optim.Adam(params, lr=recipe.lr)
+    step: nn.Module = TrainStep(model, adversary)
+    optimizer = torch.optim.Adam(step.parameters(), lr=recipe.lr)
+    if world.distributed:  # DDP copies rank 0's initial weights to every rank
+        device_ids = [x.device.index] if x.device.type == "cuda" else None
+        step = DistributedDataParallel(step, device_ids=device_ids)
+    order = EpochOrder(len(x), world, seed, generator)
     # Cosine decay to 0 over the planned epochs: the last epochs take small steps and settle.
     schedule = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs) if recipe.cosine_lr else None
     )
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-    bar = tqdm(range(recipe.epochs), desc="training", unit="epoch", disable=not progress, dynamic_ncols=True)
+    show = progress and world.is_main
+    bar = tqdm(range(recipe.epochs), desc="training", unit="epoch", disable=not show, dynamic_ncols=True)
     started = time.perf_counter()
     for epoch in bar:
         row = {
             "epoch": epoch + 1,
-            **_train_epoch(model, adversary, optimizer, x, y, recipe, epoch, generator, bar),
+            **_train_epoch(step, optimizer, x, y, recipe, epoch, order, generator, bar),
         }
         row["lr"] = optimizer.param_groups[0]["lr"]
         if schedule is not None:
             schedule.step()
-        row.update({f"val_{k}": v for k, v in elbo_metrics(model, x_val, y_val, seed=recipe.seed).items()})
+        row.update({f"val_{k}": v for k, v in elbo_metrics(model, x_val, y_val, seed=seed).items()})
         row["elapsed_s"] = round(time.perf_counter() - started, 2)
         history.append(row)
         if on_epoch is not None:

@@ -164,19 +164,9 @@ export function activeModel(listing) {
   const versions = Array.isArray(listing?.versions) ? listing.versions : [];
   const name = listing?.serving ?? listing?.active ?? null;
   const entry = versions.find((v) => (v?.name ?? v?.version) === name) ?? versions.find((v) => v?.active === true);
-  const latentDim = findNumber(entry, "latent_dim");
+  const latentDim = entry?.latent_dim;
   return {
     version: name ?? entry?.name ?? null,
     latentDim: Number.isInteger(latentDim) && latentDim > 0 ? latentDim : null,
   };
-}
-
-function findNumber(value, key, depth = 0) {
-  if (!value || typeof value !== "object" || depth > 4) return null;
-  if (Number.isFinite(value[key])) return value[key];
-  for (const child of Object.values(value)) {
-    const found = findNumber(child, key, depth + 1);
-    if (found !== null) return found;
-  }
-  return null;
 }

@@ -33,6 +33,10 @@ def test_models_lists_versions_with_metadata(
     entry = next(v for v in body["versions"] if v["name"] == active_version)
     assert entry["active"] and entry["loaded"] and entry["error"] is None
     assert entry["metadata"]["config"]["latent_dim"] == 4 and "val_neg_elbo" in entry["metadata"]["metrics"]
+    # the two facts a client needs are fields of the entry, typed, not buried in the metadata
+    assert (
+        entry["latent_dim"] == 4 and entry["default_temperature"] == entry["metadata"]["default_temperature"]
+    )
 
 
 def test_model_artifacts(http: httpx.Client, active_version: str) -> None:

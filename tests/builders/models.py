@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import preset
 from model.network import CVAE
 from model.registry import Registry
 from training.config import preset_job
 from training.job import JobResult, run
+from training.presets import preset
 
 
 def train_tiny(registry: Path, **overrides: Any) -> JobResult:

@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import METADATA_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
-from model.config import preset
+from model.checkpoint import (
+    DEFAULT_TEMPERATURE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    VersionMetadata,
+    load_checkpoint,
+    save_checkpoint,
+)
 from model.errors import CheckpointError
 from model.network import CVAE
+from training.presets import preset
 
 
 @pytest.fixture()
@@ -106,3 +113,18 @@ def test_a_planted_pickle_is_refused_and_never_executed(saved: Path, tmp_path: P
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_checkpoint(saved)
     assert not marker.exists()
+
+
+def test_typed_metadata_and_the_one_temperature_fallback(tmp_path: Path) -> None:
+    model = CVAE(preset("tiny"))
+    save_checkpoint(tmp_path / "given", model, {}, default_temperature=0.0)
+    info = load_checkpoint(tmp_path / "given").info
+    assert isinstance(info, VersionMetadata)
+    assert info.default_temperature == 0.0 and info.latent_dim == 4 and info.config == preset("tiny")
+    written = save_checkpoint(tmp_path / "none", model, {})
+    assert written["default_temperature"] == DEFAULT_TEMPERATURE == 1.0
+    for recorded in (None, "hot", -1, 7.5, True):
+        record = {**written, "default_temperature": recorded}
+        assert VersionMetadata.from_record(record).default_temperature == DEFAULT_TEMPERATURE
+    with pytest.raises(ValueError):
+        save_checkpoint(tmp_path / "bad", model, {}, default_temperature=9.0)

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from model.config import preset
 from model.loss import elbo_terms, importance_weighted_nll, kl_to_standard_normal, recon_bce
 from model.network import CVAE
+from training.presets import preset
 
 
 def test_analytic_kl_matches_monte_carlo() -> None:

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from model.config import CVAEConfig, preset
+from model.config import CVAEConfig
 from model.errors import CheckpointError
 from model.network import CVAE
+from training.presets import preset
 
 
 @pytest.mark.parametrize("name", ["reference", "default", "tiny"])

@@ -3,6 +3,7 @@
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,10 +14,10 @@ import pytest
 import torch
 
 from model.checkpoint import save_checkpoint
-from model.config import preset
 from model.errors import CheckpointError, RegistryError, VersionNotFoundError
 from model.network import CVAE
 from model.registry import Registry
+from training.presets import preset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,3 +118,45 @@ def test_training_killed_at_random_points_never_corrupts_the_registry(tmp_path: 
         for name in registry.version_names():  # every visible version is complete and loadable
             registry.load(name)
     assert registry.load(baseline).metadata["seed"] == 0
+
+
+def test_a_writer_removes_staging_left_by_a_dead_process_on_this_host(tmp_path: Path) -> None:
+    Registry(tmp_path).root.mkdir(exist_ok=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    dead = tmp_path / f".staging-{host}-{int(gone.stdout)}-abc"
+    mine = tmp_path / f".staging-{host}-{os.getpid()}-def"
+    elsewhere = tmp_path / ".staging-otherhost-1-0123"
+    for path in (dead, mine, elsewhere):
+        path.mkdir()
+    Registry(tmp_path)  # a reader cleans nothing
+    assert dead.exists()
+    Registry(tmp_path, writer=True)
+    assert not dead.exists() and mine.exists() and elsewhere.exists()
+
+
+def test_published_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        registry = Registry(tmp_path)
+        name = _write_version(registry)
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o755
+    for path in (tmp_path / name).iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_an_artifact_is_published_and_replaced_whole(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    for content in ("first", "second"):
+        with registry.staging() as staging:
+            (staging / "file.txt").write_text(content)
+            target = registry.publish_artifact(staging, "classifier/key")
+    assert target == tmp_path / "classifier" / "key" and (target / "file.txt").read_text() == "second"
+    assert registry.version_names() == [] and not list(tmp_path.glob(".staging-*"))
+    for bad in ("v0001", "../x", ".staging-1"):
+        with pytest.raises(RegistryError):
+            registry.artifact_path(bad)

@@ -2,9 +2,9 @@
 
 import torch
 
-from model.config import preset
 from model.network import CVAE
 from training.evaluate import choose_temperature, conditional_accuracy, cross_style_accuracy
+from training.presets import preset
 
 
 def _result(overall: float, worst: float) -> dict:

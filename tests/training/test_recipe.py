@@ -1,13 +1,18 @@
 """Pieces of the training recipe: augmentation, KL warm-up, the class adversary, presets' recipes."""
 
+import json
+from dataclasses import fields
+
 import pytest
 import torch
 
-from model.config import preset
 from model.network import CVAE
 from training.augment import augment_batch, random_affine
-from training.config import PRESET_RECIPES, JobConfig, preset_job
-from training.loop import Recipe, _batch_loss, make_adversary
+from training.cli import build_parser, config_from_args
+from training.config import JOB_FIELDS, JobConfig, load_config_file, preset_job
+from training.loop import _batch_loss, make_adversary
+from training.presets import PRESETS, preset
+from training.recipe import Recipe
 
 
 def _digit_like(batch: int) -> torch.Tensor:
@@ -61,9 +66,35 @@ def test_adversary_gradient_is_reversed_on_the_encoder() -> None:
 
 
 def test_preset_recipes() -> None:
-    assert preset_job().adversary_weight == JobConfig().adversary_weight
+    assert preset_job().recipe.adversary_weight == JobConfig().recipe.adversary_weight
     reference = preset_job("reference", epochs=3)
-    assert reference.epochs == 3 and reference.adversary_weight == 0 and reference.augment == 0
-    assert set(PRESET_RECIPES) >= {"default", "reference", "tiny"}
+    assert (
+        reference.recipe.epochs == 3
+        and reference.recipe.adversary_weight == 0
+        and reference.recipe.augment == 0
+    )
+    assert set(PRESETS) >= {"default", "reference", "tiny"}
     with pytest.raises(ValueError):
         preset_job("nope")
+
+
+def test_every_setting_has_one_flag_and_flags_override_the_preset() -> None:
+    parser = build_parser()
+    dests = {action.dest for action in parser._actions}
+    assert {f.name for f in fields(Recipe)} | (JOB_FIELDS - {"recipe"}) <= dests
+    args = parser.parse_args(
+        ["--preset", "tiny", "--epochs", "7", "--no-cosine-lr", "--no-eval", "--lr", "0.01"]
+    )
+    config = config_from_args(args)
+    assert config.preset == "tiny" and config.recipe.epochs == 7 and config.recipe.lr == 0.01
+    assert config.recipe.cosine_lr is False and config.evaluate is False
+    assert (
+        config.recipe.adversary_weight == PRESETS["tiny"].recipe.adversary_weight
+    )  # untouched: the preset's
+
+
+def test_the_recorded_settings_rebuild_the_same_config(tmp_path) -> None:
+    config = preset_job("mnist", epochs=3, seed=5)
+    (tmp_path / "run.json").write_text(json.dumps(config.to_dict()))
+    assert preset_job(**load_config_file(tmp_path / "run.json")) == config
+    assert config.data == "mnist" and config.recipe.epochs == 3

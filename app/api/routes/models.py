@@ -39,6 +39,8 @@ def _page(catalog: Catalog, limit: int, offset: int, full: bool) -> bytes:
             name=info.name,
             active=info.name == catalog.active,
             loaded=info.name in catalog.loaded,
+            latent_dim=info.info.latent_dim if info.info else None,
+            default_temperature=info.info.default_temperature if info.info else None,
             metadata=summary(info.metadata, full),
             error=redact(info.error) if info.error else None,
         )

@@ -33,7 +33,7 @@ class ClassifierConfig:
 
 
 class DigitClassifier(nn.Module):
-    """conv(5x5)-pool-conv(5x5)-pool-dense over 28x28 images in [0, 1]; returns logits (B, 10)."""
+    """conv(5x5)-pool-conv(5x5)-pool-dense over IMAGE_SIDE-square images in [0, 1]: logits (B, 10)."""
 
     def __init__(self, config: ClassifierConfig = ClassifierConfig()):
         super().__init__()
@@ -41,7 +41,7 @@ class DigitClassifier(nn.Module):
         c1, c2 = config.channels
         self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
         self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
-        self.fc1 = nn.Linear(c2 * 7 * 7, config.hidden)
+        self.fc1 = nn.Linear(c2 * (IMAGE_SIDE // 4) ** 2, config.hidden)  # two 2x poolings
         self.fc2 = nn.Linear(config.hidden, NUM_CLASSES)
         self.dropout = nn.Dropout(config.dropout)
 
