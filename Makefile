@@ -23,6 +23,7 @@ USERS         ?= 32
 PYTEST_ARGS   ?=
 LOADTEST_ARGS ?=
 BENCH_ARGS    ?=
+CLUSTER_ARGS  ?=
 
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
@@ -35,8 +36,8 @@ APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeou
 
 say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help serve train test loadtest lint bench container-smoke install install-test install-load \
-        install-lint deps-system deps-chromium deps-prometheus clean distclean
+.PHONY: help serve train test loadtest lint bench container-smoke cluster-smoke install install-test \
+        install-load install-lint deps-system deps-chromium deps-prometheus deps-haproxy clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -99,7 +100,12 @@ deps-prometheus: ## Debian prometheus + promtool, for the load test and config c
 	  echo "==> prometheus: $$(prometheus --version 2>&1 | head -n1)"; \
 	else $(call apt_install,prometheus,--no-install-recommends); fi
 
-deps-system: deps-chromium deps-prometheus
+deps-haproxy: ## Debian haproxy, the load balancer of the cluster smoke test (when missing)
+	@if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then \
+	  echo "==> haproxy: $$( (command -v haproxy >/dev/null && haproxy -v || /usr/sbin/haproxy -v) | head -n1)"; \
+	else $(call apt_install,haproxy,--no-install-recommends); fi
+
+deps-system: deps-chromium deps-prometheus deps-haproxy
 
 # ---- the main jobs -----------------------------------------------------------------------------------------
 train: $(STAMPS)/project-$(KEY) ## train a default model into $(REGISTRY) if it has no active version
@@ -127,6 +133,10 @@ lint: $(STAMPS)/lint-$(KEY) ## ruff and mypy (configured in pyproject.toml)
 bench: $(STAMPS)/test-$(KEY) ## the /generate benchmark (batched vs naive); figures into docs/performance.md
 	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
 	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
+
+cluster-smoke: $(STAMPS)/test-$(KEY) deps-haproxy ## 3 replicas behind HAProxy under load: promotion, rolling restart, SIGKILL
+	$(call say,python -m loadtest.cluster_smoke $(CLUSTER_ARGS) (about 3 minutes; prints the report directory last))
+	$(PY) -m loadtest.cluster_smoke $(CLUSTER_ARGS)
 
 container-smoke: ## build the Dockerfile with podman on a debootstrapped base; train and serve in it
 	$(call say,scripts/container_smoke.sh (podman + buildah; several minutes))

@@ -34,6 +34,7 @@ from model.errors import CheckpointError, ModelError, RegistryError, VersionNotF
 
 log = logging.getLogger("app.errors")
 
+PROTOCOL_PREFIX = "/v2"  # the Open Inference Protocol's paths (app/oip), whose errors have its shape
 RETRY_AFTER_OVERLOADED_S = 1
 RETRY_AFTER_NOT_READY_S = 5
 
@@ -69,17 +70,23 @@ def http_error_for(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
     return None
 
 
-def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON error body every non-2xx answer uses: `{"detail": ..., "request_id": ...}`."""
+def error_response(
+    status: int, detail: Any, headers: dict[str, str] | None = None, path: str = ""
+) -> JSONResponse:
+    """The JSON error body every non-2xx answer uses: `{"detail": ..., "request_id": ...}`, or on the
+    Open Inference Protocol's paths (/v2) its own `{"error": "..."}` (the request id is in the header)."""
     request_id = current_request_id()
-    body = {"detail": detail, "request_id": request_id}
+    if path == PROTOCOL_PREFIX or path.startswith(PROTOCOL_PREFIX + "/"):
+        body: dict[str, Any] = {"error": detail if isinstance(detail, str) else str(detail)}
+    else:
+        body = {"detail": detail, "request_id": request_id}
     return JSONResponse(body, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id})
 
 
 def unexpected_error_response(method: str, path: str, exc: BaseException) -> JSONResponse:
     """Log an unknown error with its traceback; the client gets a generic 500 with the request id."""
     log.error("unhandled error on %s %s", method, path, exc_info=exc)
-    return error_response(500, "internal server error; quote the request id when reporting it")
+    return error_response(500, "internal server error; quote the request id when reporting it", path=path)
 
 
 def _safe(value: Any) -> Any:
@@ -105,12 +112,12 @@ def validation_issues(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, validation_issues(list(exc.errors())))
+    return error_response(422, validation_issues(list(exc.errors())), path=request.url.path)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, exc.detail, dict(exc.headers or {}))
+    return error_response(exc.status_code, exc.detail, dict(exc.headers or {}), request.url.path)
 
 
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -119,7 +126,7 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         return await _on_unexpected(request, exc)
     status, detail, headers = mapped
     log.info("request refused", extra={"status": status, "error": type(exc).__name__, "detail": detail})
-    return error_response(status, detail, headers)
+    return error_response(status, detail, headers, request.url.path)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

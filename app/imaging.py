@@ -419,6 +419,11 @@ def _quantise(values: FloatImage) -> FloatImage:
     return (np.rint(np.clip(values, 0, 1) * 255) / 255).astype(np.float32)
 
 
+def grey_levels(pixels: np.ndarray) -> NDArray[np.uint8]:
+    """The 8-bit grey levels `to_png` stores for a (H, W) float-in-[0, 1] or uint8 array."""
+    return _as_uint8(pixels)
+
+
 def _as_uint8(pixels: np.ndarray) -> NDArray[np.uint8]:
     """Validate a (H, W) float-in-[0, 1] or uint8 array and return it as uint8 grey levels."""
     array = np.asarray(pixels)

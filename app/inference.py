@@ -117,6 +117,18 @@ class Inference:
         """The predict step: rows through the batcher, one shared forward pass."""
         return await self.batcher.submit(engine, kind, inputs, self.timeout_s)
 
+    def temperature_for(self, engine: Engine) -> float:
+        """The temperature of a request that gives none: the server's setting, else the version's own."""
+        return engine.default_temperature if self.default_temperature is None else self.default_temperature
+
+    @staticmethod
+    def choose_label(elbo: torch.Tensor, label: int | None, num_classes: int) -> tuple[int, torch.Tensor]:
+        """The row whose label explains an image best and the label probabilities: without a label, the
+        argmax of the ELBO over the labels and its softmax; with one, that single row and a one-hot."""
+        if label is not None:
+            return 0, _one_hot(label, num_classes)
+        return int(torch.argmax(elbo)), torch.softmax(elbo.double(), dim=0)
+
     async def generate(
         self,
         text: DigitText,
@@ -131,9 +143,7 @@ class Inference:
         seed = secrets.randbits(63) if seed is None else seed
         engine = await self.pool.get(version)
         if temperature is None:
-            temperature = (
-                engine.default_temperature if self.default_temperature is None else self.default_temperature
-            )
+            temperature = self.temperature_for(engine)
         plan = plan_generation(text, samples, seed, temperature, style, engine.latent_dim)
         (probs,), stats = await self.predict(engine, DECODE, plan.z, plan.y)
         if style is not None and not torch.isfinite(probs).all():  # huge style values overflow the network
@@ -151,8 +161,7 @@ class Inference:
         rows = x.expand(len(labels), -1).contiguous()  # all labels in ONE pass when inferring
         (mu, log_var, recon_probs, recon, kl), stats = await self.predict(engine, ENCODE, rows, labels)
         elbo = -(recon + kl)
-        best = int(torch.argmax(elbo)) if label is None else 0
-        probs = torch.softmax(elbo.double(), dim=0) if label is None else _one_hot(label, engine.num_classes)
+        best, probs = self.choose_label(elbo, label, engine.num_classes)
         reconstruction = recon_probs[best].numpy().reshape(IMAGE_SIDE, IMAGE_SIDE)
         mse = float(np.mean((reconstruction - x.numpy().reshape(IMAGE_SIDE, IMAGE_SIDE)) ** 2))
         result = Encoded(

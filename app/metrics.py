@@ -57,6 +57,24 @@ MODEL_INFO = Gauge(
     ["version", "device", "active"],
     multiprocess_mode="livemax",
 )
+MODEL_SERVING = Gauge(
+    "cvae_model_serving",
+    "The version answering requests without an explicit version (1 = this one)",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+MODEL_LOADS = Counter("cvae_model_loads", "Model versions loaded and warmed", ["version"])
+MODEL_LOAD_FAILURES = Counter(
+    "cvae_model_load_failures", "Model versions that could not be loaded (corrupt, incompatible)", ["version"]
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "cvae_model_load_seconds",
+    "Time to load and warm a model version",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+DRAINING = Gauge(
+    "cvae_draining", "1 from SIGTERM until exit: /readyz answers 503", multiprocess_mode="livemax"
+)
 UPLOAD_RECON_MSE = Histogram(
     "cvae_upload_recon_mse",
     "Mean squared error of reconstructions of uploads",

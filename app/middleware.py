@@ -153,7 +153,7 @@ class BodyLimitMiddleware:
         if more_body:
             await _drain(receive)
         status, detail, headers = http_error_for(error) or (400, str(error), {})
-        response = error_response(status, detail, {**headers, "Connection": "close"})
+        response = error_response(status, detail, {**headers, "Connection": "close"}, scope["path"])
         await response(scope, receive, send)
 
 

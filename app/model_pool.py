@@ -1,10 +1,14 @@
-"""The loaded model versions: a bounded LRU of engines, and which one is active.
+"""The loaded model versions: a bounded LRU of engines, and which one is served by default.
 
-The active version is the registry's `active` pointer, re-read whenever the pointer file changes
-(a promotion by the admin endpoint, another worker or the training CLI is picked up by every worker).
-Loading happens on a helper thread while requests keep being served by the engines already loaded;
-a request holds its engine for its whole life, so neither eviction nor a swap can drop it. When a new
-active version cannot be loaded, the previous one stays in service and the error is logged.
+The served version follows a target: the pinned version (`model_version` setting) when there is one,
+else the registry's `active` pointer. `sync()` moves to the target: it loads and warms the target on a
+helper thread while requests keep being served by the engine already in service, then switches in one
+step. The service calls it at start-up and from a background poll (`registry_poll_s`), so a request
+never waits for a load: a promotion by the admin endpoint, another replica or the training job reaches
+every replica within one poll interval plus the load time. A request holds its engine for its whole
+life, so neither eviction nor a swap can drop it. A target that cannot be loaded (corrupt,
+incompatible) leaves the served version in service; the reason is logged once and counted in
+`cvae_model_load_failures_total`, and the load is tried again only when the pointer changes.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import torch
 from app import metrics
 from app.catalog import VersionCatalog
 from app.engine import Engine
-from app.exceptions import NotReady, Overloaded, redact
+from app.exceptions import InvalidInput, NotReady, Overloaded, redact
 from model.errors import CheckpointError, ModelError, RegistryError
 from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
 log = logging.getLogger("app.model_pool")
 
+NO_ACTIVE = "no active model version in the registry yet; train and promote one"
 POINTER_LABEL = "(active pointer)"  # the `version` label of load failures caused by the pointer itself
 
 
@@ -67,11 +72,17 @@ class ModelPool:
     admin endpoints are not limited), so anonymous clients cannot keep the pool loading."""
 
     def __init__(
-        self, registry: Registry, device: torch.device, capacity: int, loads_per_minute: float = 6.0
+        self,
+        registry: Registry,
+        device: torch.device,
+        capacity: int,
+        pinned: str | None = None,
+        loads_per_minute: float = 6.0,
     ):
         self.registry = registry
         self.device = device
         self.capacity = capacity
+        self.pinned = pinned
         self.catalog_cache = VersionCatalog(registry)
         self._load_budget = LoadBudget(loads_per_minute)
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
@@ -79,12 +90,13 @@ class ModelPool:
         self._promote_lock = asyncio.Lock()
         self._promotes_pending = 0
         self._promotes_settled = asyncio.Condition()
-        self._pointer_file = str(registry.root / ACTIVE_FILE)  # stat'ed on every request: keep it a str
+        self._pointer_file = str(registry.root / ACTIVE_FILE)
         self._pointer_stamp: tuple[int, int, int] | None = None
         self._pointer_name: str | None = None
-        self._pointer_error: str | None = None  # why the pointer names no version, when it does not
-        self._serving: str | None = None  # the active version actually served
-        self._failed: dict[str, str] = {}  # active names that could not be loaded -> why
+        self._pointer_error: str | None = None  # why the pointer names no version, if it does not
+        self._serving: str | None = None  # the version requests without `version` get
+        self._failed: dict[str, str] = {}  # targets that could not be loaded -> why
+        self._problem: str | None = NO_ACTIVE  # why the target is not served (None when it is)
 
     # -- reading -------------------------------------------------------------------------------
     def loaded(self) -> list[str]:
@@ -93,8 +105,13 @@ class ModelPool:
 
     @property
     def serving(self) -> str | None:
-        """The active version being served, None before one could be loaded."""
+        """The version being served by default, None before one could be loaded."""
         return self._serving
+
+    @property
+    def problem(self) -> str | None:
+        """Why the target version is not served (None when it is)."""
+        return self._problem
 
     def pointer(self) -> str | None:
         """The registry's active pointer, re-read only when its file changed."""
@@ -109,7 +126,7 @@ class ModelPool:
             self._failed.clear()  # a new pointer deserves a new try
             try:
                 self._pointer_name, self._pointer_error = self.registry.active_version(), None
-            except RegistryError as exc:  # logged and counted once per change of the pointer file
+            except RegistryError as exc:  # counted and logged once per change of the pointer file
                 self._pointer_name, self._pointer_error = None, str(exc)
                 metrics.MODEL_LOAD_FAILURES.labels(POINTER_LABEL).inc()
                 log.error(
@@ -119,9 +136,13 @@ class ModelPool:
             raise RegistryError(self._pointer_error)
         return self._pointer_name
 
+    def target(self) -> str | None:
+        """The version this replica should serve: the pinned one, else the registry's active one."""
+        return self.pinned if self.pinned is not None else self.pointer()
+
     async def catalog(self) -> Catalog:
         """Every registry version with the pool's view of it (a pointer naming no version = no active one);
-        the metadata comes from a cache, read on a worker thread."""
+        the metadata comes from a cache, rebuilt on a worker thread."""
         try:
             active = self.pointer()
         except RegistryError:
@@ -137,70 +158,83 @@ class ModelPool:
 
     # -- serving -------------------------------------------------------------------------------
     async def get(self, version: str | None = None, *, limited: bool = True) -> Engine:
-        """The engine of `version`, or of the active version when None; loads it if needed (within the
-        load budget when `limited`: a request's `version=`, not the admin's load)."""
-        if version is None:
-            return await self._active_engine()
-        name = self.registry.resolve(version)
-        if limited and name not in self._engines and not self._load_budget.take():
-            raise Overloaded(
-                f"version {name} is not loaded and requests may load at most "
-                f"{self._load_budget.per_minute:g} versions a minute; retry later, or ask an admin to load it"
-            )
-        return await self.load(name)
-
-    async def _active_engine(self) -> Engine:
-        try:
-            name = self.pointer()
-        except RegistryError as exc:
-            name, reason = None, str(exc)
-        else:
-            reason = "no active model version in the registry yet; train and promote one"
-        if name is not None and name not in self._failed:
-            try:
-                engine = await self.load(name)
-            except ModelError as exc:  # load() turned any other failure into a CheckpointError
-                self._failed[name] = str(exc)
-                log.error(
-                    "active version %s cannot be loaded, still serving %s: %s", name, self._serving, exc
+        """The engine of `version` (loaded if needed, within the load budget when `limited`: a request's
+        `version=`, not the admin's load), or the served one when None (never loads)."""
+        if version is not None:
+            name = self.registry.resolve(version)
+            if limited and name not in self._engines and not self._load_budget.take():
+                raise Overloaded(
+                    f"version {name} is not loaded and requests may load at most "
+                    f"{self._load_budget.per_minute:g} versions a minute; retry later, or ask an admin to "
+                    "load it"
                 )
-            else:
-                self._set_serving(name)
-                return engine
-        if name is not None:
-            reason = f"the active version {name} cannot be loaded: {self._failed[name]}"
-        if self._serving is not None and self._serving in self._engines:
-            return self._touch(self._serving)  # keep the last good version in service
-        raise NotReady(redact(reason))
+            return await self.load(name)
+        if self._serving is None:
+            raise NotReady(redact(self._problem or NO_ACTIVE))
+        return self._touch(self._serving)
+
+    async def sync(self) -> str | None:
+        """Load, warm and switch to the target version if it is not served yet; returns the served one.
+        A bad target is logged and counted, never raised: the served version stays in service."""
+        try:
+            name = self.target()
+        except RegistryError as exc:  # a pointer naming no version: keep serving, say why
+            return self._trouble(str(exc))
+        if name is None:
+            return self._trouble(NO_ACTIVE)
+        if name == self._serving:
+            self._problem = None
+            return name
+        if name in self._failed:
+            return self._serving
+        started = time.perf_counter()
+        try:
+            await self.load(self.registry.resolve(name))
+        except CheckpointError as exc:  # counted by load()
+            self._failed[name] = str(exc)
+            log.error("version %s cannot be loaded, still serving %s: %s", name, self._serving, exc)
+            kind = "pinned" if self.pinned else "active"
+            return self._trouble(f"the {kind} version {name} cannot be loaded: {exc}", logged=True)
+        except RegistryError as exc:  # e.g. a pinned version not published yet: tried again next poll
+            return self._trouble(str(exc))
+        self._set_serving(name)
+        log.info("switched to %s after %.2f s of loading", name, time.perf_counter() - started)
+        return name
 
     async def load(self, name: str) -> Engine:
-        """Load a resolved version (once, even when many requests ask at the same time)."""
+        """Load a resolved version (once, even when many callers ask at the same time)."""
         if name in self._engines:
             return self._touch(name)
         async with self._lock:
             if name in self._engines:
                 return self._touch(name)
             try:
-                engine = await asyncio.to_thread(self._load_sync, name)
+                with metrics.MODEL_LOAD_SECONDS.time():
+                    engine = await asyncio.to_thread(self._load_sync, name)
             except ModelError:
                 metrics.MODEL_LOAD_FAILURES.labels(name).inc()
                 raise
-            except Exception as exc:  # whatever a bad version does to the constructor or warm-up
+            except Exception as exc:  # whatever a bad version does to the constructor or the warm-up
                 metrics.MODEL_LOAD_FAILURES.labels(name).inc()
                 log.error("loading version %s failed", name, exc_info=exc)
                 raise CheckpointError(f"version {name} failed to load: {type(exc).__name__}: {exc}") from exc
             self._engines[name] = engine
             self._failed.pop(name, None)
+            metrics.MODEL_LOADS.labels(name).inc()
             self._evict()
             self._publish_info()
             return engine
 
     async def promote(self, version: str) -> Engine:
         """Load `version`, then make it the registry's active version; in-flight requests finish.
-
         Promotions run one at a time, and each returns only when none is pending any more: promotions
         sent together all answer with the same final active version (`serving`), the one the pointer
         names."""
+        if self.pinned is not None:
+            raise InvalidInput(
+                f"this replica is pinned to {self.pinned} (CVAE_MODEL_VERSION); roll out another version "
+                "by changing that setting"
+            )
         name = self.registry.resolve(version)
         self._promotes_pending += 1
         try:
@@ -212,7 +246,7 @@ class ModelPool:
             self._promotes_pending -= 1
             async with self._promotes_settled:
                 self._promotes_settled.notify_all()
-        async with self._promotes_settled:
+        async with self._promotes_settled:  # answer with the final state of promotions sent together
             await self._promotes_settled.wait_for(lambda: self._promotes_pending == 0)
         return engine
 
@@ -220,31 +254,45 @@ class ModelPool:
     def _load_sync(self, name: str) -> Engine:
         engine = Engine(name, self.registry.load(name, device="cpu"), self.device)
         engine.warm_up()
-        log.info("loaded model version %s on %s", name, self.device)
+        log.info("loaded and warmed model version %s on %s", name, self.device)
         return engine
+
+    def _trouble(self, reason: str, logged: bool = False) -> str | None:
+        """Remember why the target is not served (logged once per new reason); returns the served one."""
+        if reason != self._problem and not logged and reason != NO_ACTIVE:
+            log.warning("cannot serve the target version, still serving %s: %s", self._serving, reason)
+        self._problem = reason
+        return self._serving
 
     def _touch(self, name: str) -> Engine:
         self._engines.move_to_end(name)
         return self._engines[name]
 
     def _set_serving(self, name: str) -> None:
+        self._problem = None
         if name != self._serving:
-            log.info("now serving %s as the active version", name)
+            log.info("now serving %s (was %s)", name, self._serving)
             self._serving = name
             self._publish_info()
 
     def _evict(self) -> None:
+        keep = (self._serving, self._pointer_name, self.pinned)
         for name in list(self._engines):
             if len(self._engines) <= self.capacity:
                 return
-            if name not in (self._serving, self._pointer_name):
+            if name not in keep:
                 del self._engines[name]
                 log.info("evicted model version %s (LRU, capacity %d)", name, self.capacity)
 
     def _publish_info(self) -> None:
-        """Mirror the loaded set into the `cvae_model_info` gauge (stale series drop to 0)."""
+        """Mirror the loaded set into `cvae_model_info` and the served one into `cvae_model_serving`
+        (stale series drop to 0)."""
         device = str(self.device)
         for labels in list(metrics.MODEL_INFO._metrics):  # the label sets published so far
             metrics.MODEL_INFO.labels(*labels).set(0)
         for name in self._engines:
             metrics.MODEL_INFO.labels(name, device, str(name == self._serving).lower()).set(1)
+        for labels in list(metrics.MODEL_SERVING._metrics):
+            metrics.MODEL_SERVING.labels(*labels).set(0)
+        if self._serving is not None:
+            metrics.MODEL_SERVING.labels(self._serving).set(1)

@@ -1,18 +1,26 @@
 """The service object built in the lifespan: settings, model pool, batcher and inference, started and
-stopped together. Routes reach it through one typed dependency (`app.api.deps.ServiceDep`)."""
+stopped together. Routes reach it through one typed dependency (`app.api.deps.ServiceDep`).
+
+In a fleet every replica runs the same loop: a background task polls the registry every
+`registry_poll_s` seconds and lets the pool load, warm and switch to a newly active (or pinned)
+version; `begin_drain()` (called by the server at SIGTERM) turns /readyz to 503 while requests keep
+being answered until the server stops accepting and the batcher has drained.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from fastapi import FastAPI
 
 from app import metrics
 from app.batching import Batcher
+from app.drain import drain_on_sigterm
 from app.inference import Inference
 from app.middleware import InFlight
 from app.model_pool import ModelPool
@@ -31,6 +39,8 @@ class Service:
     pool: ModelPool
     batcher: Batcher
     inference: Inference
+    draining: bool = False
+    _poller: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, in_flight: InFlight | None = None) -> Service:
@@ -40,6 +50,7 @@ class Service:
             Registry(settings.registry),
             resolve_device(settings.device),
             settings.max_loaded_versions,
+            pinned=settings.model_version,
             loads_per_minute=settings.version_loads_per_minute,
         )
         batcher = Batcher(
@@ -52,30 +63,61 @@ class Service:
         return cls(settings, pool, batcher, inference)
 
     async def start(self) -> None:
-        """Start the batcher and load the active version; an empty or broken registry leaves us unready."""
+        """Start the batcher, load the target version, start the registry poll; an empty or broken
+        registry leaves us up but unready (503) until a good version becomes active."""
         torch.set_num_threads(self.settings.intra_op_threads())
+        metrics.DRAINING.set(0)
         self.batcher.start()
-        try:
-            engine = await self.pool.get(None)
-        except Exception as exc:  # any failure: log it, stay up, answer 503 until a version loads
-            log.error("no model loaded at startup, /readyz answers 503: %s", exc)
+        served = await self._sync()
+        if served is None:
+            log.error("no model loaded at startup, /readyz answers 503: %s", self.pool.problem)
         else:
-            log.info("serving %s on %s", engine.version, engine.device)
+            log.info("serving %s on %s", served, self.pool.device)
+        if self.settings.registry_poll_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="cvae-registry-poll")
+
+    def begin_drain(self) -> bool:
+        """From now on /readyz answers 503; requests are still answered until the server stops.
+        True when this call started the drain."""
+        if self.draining:
+            return False
+        self.draining = True
+        metrics.DRAINING.set(1)
+        log.info("draining: /readyz answers 503, in-flight and queued requests finish")
+        return True
 
     async def stop(self) -> None:
-        """Drain queued inference work, then release the worker and this process's live metrics."""
+        """Stop polling, drain queued inference work, then release the worker and the live metrics."""
+        self.begin_drain()
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         await self.batcher.stop()
         metrics.mark_process_dead()
         log.info("inference queue drained; stopped")
 
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.registry_poll_s)
+            await self._sync()
+
+    async def _sync(self) -> str | None:
+        try:
+            return await self.pool.sync()
+        except Exception:  # never let the poll die (e.g. the registry volume is unreachable for a while)
+            log.exception("registry poll failed; still serving %s", self.pool.serving)
+            return self.pool.serving
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the model when the server starts; drain the batcher when it stops."""
+    """Load the model when the server starts (and drain on SIGTERM); drain the batcher when it stops."""
     service = Service.build(app.state.settings, getattr(app.state, "in_flight", None))
     await service.start()
     app.state.service = service
+    restore_sigterm = drain_on_sigterm(service.begin_drain, service.settings.drain_delay_s)
     try:
         yield
     finally:
+        restore_sigterm()
         await service.stop()

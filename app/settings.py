@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from model.config import IMAGE_PIXELS
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+VERSION_NAME = re.compile(r"^v\d{4,}$")  # the registry's version names (model/registry.py)
 
 
 class Settings(BaseSettings):
@@ -79,6 +80,22 @@ class Settings(BaseSettings):
         description="Temperature when a request gives none; unset = the version's own "
         "`default_temperature` (the one its quality was measured at), else 1.0.",
     )
+    registry_poll_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often the registry's active pointer is checked; a new active version is loaded "
+        "and warmed in the background, then swapped in. 0 = off (start-up and admin promotions only).",
+    )
+    model_version: str | None = Field(
+        None, description="Pin: serve exactly this version (e.g. v0003) and ignore the active pointer."
+    )
+    drain_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM, keep serving this long with /readyz answering 503 (so a load balancer "
+        "stops sending), then stop accepting, finish in-flight and queued work, exit 0.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_json: bool = True
 
@@ -89,6 +106,15 @@ class Settings(BaseSettings):
         if not DEVICE_PATTERN.match(value):
             raise ValueError("device must be auto, cpu, cuda or cuda:N")
         return value
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _check_version(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        if not isinstance(value, str) or not VERSION_NAME.match(value.strip()):
+            raise ValueError("model_version must name a registry version such as v0003")
+        return value.strip()
 
     @field_validator("admin_token", mode="before")
     @classmethod

@@ -175,8 +175,9 @@ def render(results: dict[str, Result], setup: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, figures: str) -> None:
+def write_doc(path: Path, figures: str, markers: tuple[str, str] = (START, END)) -> None:
     """Replace the measured block of the page (between the markers), keeping everything else."""
+    START, END = markers  # noqa: N806 - the module's markers unless others are given
     block = f"{START}\n{figures}{END}"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if START in old and END in old:

@@ -24,7 +24,7 @@ def test_an_empty_registry_serves_503_until_a_version_is_promoted(
     tmp_path: Path, trained_registry: Path
 ) -> None:
     root = tmp_path / "registry"
-    with start_server(root, ready=False) as server:
+    with start_server(root, ready=False, registry_poll_s=0.2) as server:
         url = server.base_url
         ready = httpx.get(url + "/readyz")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
@@ -51,8 +51,17 @@ def test_an_empty_registry_serves_503_until_a_version_is_promoted(
         assert version is not None
         shutil.copytree(source.path(version), root / version)
         Registry(root).promote(version)
-        assert httpx.get(url + "/readyz").status_code == 200
+        assert _ready_within(url, 10.0), "the registry poll did not pick the version up"
         assert httpx.post(url + "/generate", json={"text": "1"}).status_code == 200
+
+
+def _ready_within(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if httpx.get(url + "/readyz").status_code == 200:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_overload_gets_fast_503s_and_recovers(serving_registry: Path) -> None:

@@ -93,6 +93,7 @@ def _inference(registry: Registry, **batcher: float) -> Inference:
 def test_generate_is_reproducible_and_batching_does_not_change_it(random_registry: Registry) -> None:
     async def body() -> None:
         inference = _inference(random_registry)
+        await inference.pool.sync()  # what the service's start-up does: load the active version
         inference.batcher.start()
         alone = await inference.generate("305", samples=2, seed=11)
         crowd = await asyncio.gather(
@@ -113,6 +114,7 @@ def test_generate_is_reproducible_and_batching_does_not_change_it(random_registr
 def test_label_inference_is_one_pass_over_the_ten_labels(random_registry: Registry) -> None:
     async def body() -> None:
         inference = _inference(random_registry)
+        await inference.pool.sync()  # what the service's start-up does: load the active version
         inference.batcher.start()
         pool_engine = await inference.pool.get(None)
         calls = []

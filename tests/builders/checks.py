@@ -31,13 +31,16 @@ def leaks_in(text: str) -> list[str]:
     return [marker for marker in LEAK_MARKERS if marker in text]
 
 
-def assert_clean_error_body(status: int, body: bytes, request_id: str | None = None) -> dict:
-    """A 4xx/5xx body: a JSON object with a non-empty `detail` and the request id, no trace, no path."""
+def assert_clean_error_body(
+    status: int, body: bytes, request_id: str | None = None, key: str = "detail"
+) -> dict:
+    """A 4xx/5xx body: a JSON object with a non-empty `detail` (the Open Inference Protocol's paths:
+    `error`) and the request id, no trace, no path."""
     assert 400 <= status < 600, status
     text = body.decode("utf-8", errors="replace")
     assert not leaks_in(text), f"{status} body leaks {leaks_in(text)}: {text[:300]}"
     parsed = json.loads(text)
-    assert isinstance(parsed, dict) and parsed.get("detail"), f"{status} without a detail: {text[:300]}"
+    assert isinstance(parsed, dict) and parsed.get(key), f"{status} without a {key}: {text[:300]}"
     if request_id is not None:
         assert parsed.get("request_id") == request_id
     figures.add("error bodies scanned for traces and paths")

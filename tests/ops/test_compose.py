@@ -44,7 +44,7 @@ def test_compose_binary_really_validates(tmp_path: Path) -> None:
 
 
 def test_services_of_the_stack(services: dict[str, Any]) -> None:
-    assert set(services) == {"trainer", "api", "api-gpu", "prometheus", "grafana", "loadtest"}
+    assert set(services) == {"trainer", "api", "api-gpu", "haproxy", "prometheus", "grafana", "loadtest"}
     assert services["trainer"]["command"][:4] == ["python", "-m", "training", "--if-empty"]
     assert services["api"]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
     assert services["api"]["command"] == ["python", "-m", "app"]
@@ -67,17 +67,20 @@ def test_loadtest_profile_runs_locust_against_api(services: dict[str, Any]) -> N
     assert loadtest["profiles"] == ["load"]
     assert loadtest["build"]["target"] == "loadtest"
     assert loadtest["command"][:3] == ["python", "-m", "loadtest"]
-    assert "--target=http://api:8000" in loadtest["command"]
-    assert loadtest["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "--target=http://haproxy:8000" in loadtest["command"]
+    assert loadtest["depends_on"]["haproxy"]["condition"] == "service_started"
 
 
-def test_monitoring_services_mount_the_repository_configs(services: dict[str, Any]) -> None:
-    prometheus_mounts = {v.get("target"): v.get("source") for v in services["prometheus"]["volumes"]}
-    assert prometheus_mounts["/etc/prometheus"] == str(REPO / "ops" / "prometheus")
-    grafana_mounts = {v.get("target"): v.get("source") for v in services["grafana"]["volumes"]}
-    assert grafana_mounts["/etc/grafana/provisioning"] == str(REPO / "ops" / "grafana" / "provisioning")
-    assert grafana_mounts["/etc/grafana/dashboards"] == str(REPO / "ops" / "grafana" / "dashboards")
-    assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+def test_api_scales_behind_haproxy_with_the_repository_config(services: dict[str, Any]) -> None:
+    api, haproxy = services["api"], services["haproxy"]
+    assert "ports" not in api, "a published api port would stop `--scale api=3`"
+    assert {p["published"] for p in haproxy["ports"]} >= {"8000"}
+    mounts = {v.get("target"): v.get("source") for v in haproxy["volumes"]}
+    assert mounts["/usr/local/etc/haproxy/haproxy.cfg"] == str(REPO / "deploy" / "haproxy" / "haproxy.cfg")
+    assert haproxy["depends_on"]["api"]["condition"] == "service_healthy"
+    assert float(api["environment"]["CVAE_DRAIN_DELAY_S"]) >= 1.0  # > haproxy's 2 x 500 ms checks
+    assert float(api["environment"]["CVAE_REGISTRY_POLL_S"]) > 0
+
 
 
 def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -44,6 +44,7 @@ def test_test_target_installs_test_extras_after_torch_and_runs_all_tests(tmp_pat
     lines = dry_run("test", tmp_path / "venv")
     assert index(lines, '"torch==2.13.0"') < index(lines, '-e ".[test]"') < index(lines, "-m pytest tests")
     assert any("chromium" in line for line in lines) and any("prometheus" in line for line in lines)
+    assert any("haproxy" in line for line in lines)
 
 
 def test_loadtest_target_passes_duration_and_users(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_dashboard_covers_what_operators_watch() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("request rate by endpoint and status", "p50 / p95 / p99", "queue wait vs compute",
-                  "batch size", "in flight", "errors"):
+                  "batch size", "in flight", "errors", "by replica", "served version"):
         assert topic in titles, topic
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {"prometheus"}

@@ -49,7 +49,10 @@ def test_a_broken_active_version_at_startup_leaves_a_clear_unready_server(
     good = registry.active_version()
     assert good is not None
     registry.promote(plant(registry, good, damage))
-    with start_server(registry.root, ready=False) as server, httpx.Client(base_url=server.base_url) as client:
+    with (
+        start_server(registry.root, ready=False, registry_poll_s=0.2) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
         assert client.get("/healthz").status_code == 200  # alive, and says why it is not ready
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
@@ -58,6 +61,9 @@ def test_a_broken_active_version_at_startup_leaves_a_clear_unready_server(
         generate = client.post("/generate", json={"text": "1"})
         assert generate.status_code == 503 and assert_clean_error(generate)["detail"] == detail
         registry.promote(good)  # the operator (or the training job) points at a good version again
+        deadline = time.monotonic() + 10  # the registry poll picks it up
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert client.get("/readyz").json()["model_version"] == good
         assert client.post("/generate", json={"text": "1"}).status_code == 200
         log = server.log()

@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from app.oip.models import MODELS
 from loadtest.server import ServerProcess
 from model.registry import Registry
 from tests.builders import figures
@@ -41,6 +42,8 @@ from training.data import load_bundled
 pytestmark = pytest.mark.timeout(240)
 
 MAX_EXAMPLES = 150  # per operation and mode (valid / invalid requests): about half a minute
+# Per Open Inference Protocol inference pass: its generated bodies are tensors, slower to make and serve.
+PROTOCOL_INFER_EXAMPLES = 30
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
@@ -50,9 +53,11 @@ DIGIT_PNG = digit_png(load_bundled().images[0])  # a real MNIST digit
 def error_has_a_clean_detail(
     ctx: CheckContext, response: schemathesis.Response, case: schemathesis.Case
 ) -> None:
-    """Every 4xx (and 5xx, were there any) is JSON with a `detail` and no stack trace or path."""
+    """Every 4xx (and 5xx, were there any) is JSON with a `detail` (/v2: the protocol's `error`) and no
+    stack trace or path."""
     if response.status_code >= 400:
-        assert_clean_error_body(response.status_code, response.content)
+        key = "error" if case.path.startswith("/v2") else "detail"
+        assert_clean_error_body(response.status_code, response.content, key=key)
 
 
 CHECKS = [
@@ -71,15 +76,20 @@ def fuzz(
     statuses: Counter[int],
     **fixed: dict[str, str],
 ) -> int:
-    """Run up to MAX_EXAMPLES generated cases of one operation; returns how many ran.
+    """Run up to MAX_EXAMPLES generated cases of one operation (fewer for /v2 inference); returns the count.
 
     In half the multipart cases the generated `file` is swapped for a real digit, so the success path
     (and its response schema) is fuzzed too, not only the refusal of random bytes."""
     ran = 0
+    examples = (
+        PROTOCOL_INFER_EXAMPLES
+        if operation.path.startswith("/v2/models/") and (operation.path.endswith("/infer"))
+        else MAX_EXAMPLES
+    )
 
     @given(case=operation.as_strategy(generation_mode=mode, **fixed), real_digit=st.booleans())
     @settings(
-        max_examples=MAX_EXAMPLES,
+        max_examples=examples,
         derandomize=True,
         deadline=None,
         database=None,
@@ -101,9 +111,16 @@ def fuzz(
 
 def passes(operation: schemathesis.APIOperation, versions: list[str]) -> list[tuple[GenerationMode, dict]]:
     """(mode, fixed parameters) runs of an operation: valid and invalid requests, and for an operation
-    on a version also valid requests naming each real version (random names are all 404)."""
+    on a version also valid requests naming each real version (random names are all 404); an operation
+    on an Open Inference Protocol model: invalid requests, and valid ones naming each real model."""
     runs: list[tuple[GenerationMode, dict]] = [(mode, {}) for mode in MODES]
-    if "{version}" in operation.path:
+    if "{name}" in operation.path:  # an Open Inference Protocol model: random names are all 404
+        infer = operation.path.endswith("/infer")
+        runs = [(GenerationMode.NEGATIVE, {})] if infer else []  # only a body can be made invalid
+        active = {"version": versions[-1]} if "{version}" in operation.path else {}
+        models = list(MODELS)[:1] if active and infer else MODELS
+        runs += [(GenerationMode.POSITIVE, {"path_parameters": {"name": m, **active}}) for m in models]
+    elif "{version}" in operation.path:
         runs += [(GenerationMode.POSITIVE, {"path_parameters": {"version": v}}) for v in versions]
     return runs
 
@@ -118,6 +135,8 @@ def test_every_operation_answers_generated_requests_as_documented(
         "POST /encode",
         "POST /reconstruct",
         "POST /admin/models/{version}/promote",
+        "POST /v2/models/{name}/infer",
+        "POST /v2/models/{name}/versions/{version}/infer",
     }
     versions = sorted(Registry(two_versions).version_names(), reverse=True)  # the active one last
     statuses: Counter[int] = Counter()

@@ -1,0 +1,389 @@
+"""The Open Inference Protocol (/v2) against the real server, through its reference client `tritonclient`.
+
+The client is NVIDIA's, not ours: it sends binary tensor data by default and reads our errors from the
+protocol's `{"error": ...}` object. The answers must equal what the service's own endpoints give for the
+same inputs: a seeded decoder row is the /generate PNG's pixels, an encoded digit has /encode's mu.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from model.registry import Registry
+from tests.builders.images import digit_png
+from tests.builders.metrics import scrape, value
+
+pytestmark = pytest.mark.timeout(180)
+
+DECODER, ENCODER, TEXT = "cvae-decoder", "cvae-encoder", "cvae-text"
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(server.removeprefix("http://"), concurrency=4) as c:
+        yield c
+
+
+def tensor(name: str, array: np.ndarray, datatype: str, binary: bool = True) -> triton.InferInput:
+    """A tritonclient input holding `array`."""
+    given = triton.InferInput(name, list(array.shape), datatype)
+    given.set_data_from_numpy(array, binary_data=binary)
+    return given
+
+
+def png_pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def latent_dim(http: httpx.Client) -> int:
+    mu = http.post("/encode", files={"file": ("d.png", digit_png(np.eye(28, dtype=np.uint8) * 255))}).json()[
+        "mu"
+    ]
+    return len(mu)
+
+
+# -- server and models -----------------------------------------------------------------------------------
+def test_server_live_ready_and_metadata(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    metadata = client.get_server_metadata()
+    assert metadata["name"] == "cvae-digits"
+    assert "binary_tensor_data" in metadata["extensions"]
+
+
+def test_model_metadata_and_ready(
+    client: triton.InferenceServerClient,
+    http: httpx.Client,
+    serving_registry,  # noqa: ANN001
+    active_version: str,
+    other_version: str,
+) -> None:
+    versions = Registry(serving_registry).version_names()
+    dim = latent_dim(http)
+    decoder = client.get_model_metadata(DECODER)
+    assert decoder["versions"] == versions
+    assert {t["name"]: (t["datatype"], t["shape"]) for t in decoder["inputs"]} == {
+        "labels": ("INT64", [-1]),
+        "latents": ("FP32", [-1, dim]),
+        "seed": ("INT64", [-1]),
+        "temperature": ("FP32", [-1]),
+    }
+    assert {t["name"]: (t["datatype"], t["shape"]) for t in decoder["outputs"]} == {
+        "images": ("FP32", [-1, 28, 28]),
+        "pixels": ("UINT8", [-1, 28, 28]),
+        "latents": ("FP32", [-1, dim]),
+    }
+    encoder = client.get_model_metadata(ENCODER, model_version=active_version)
+    assert [t["name"] for t in encoder["inputs"]] == ["images", "pixels", "labels"]
+    assert {"mu", "log_var", "label", "label_probs", "elbo", "recon_bce", "kl"} <= {
+        t["name"] for t in encoder["outputs"]
+    }
+    for name in (DECODER, ENCODER, TEXT):
+        assert client.is_model_ready(name)
+        assert client.is_model_ready(name, active_version)
+    one = tensor("labels", np.array([3], dtype=np.int64), "INT64")
+    assert client.infer(DECODER, [one], model_version=other_version).get_response()["model_version"] == (
+        other_version
+    )
+    assert client.is_model_ready(DECODER, other_version)  # loaded by its first request
+    index = client.get_model_repository_index()
+    assert {(e["name"], e["version"]) for e in index} == {
+        (m, v) for m in (DECODER, ENCODER, TEXT) for v in versions
+    }
+    assert {e["state"] for e in index if e["version"] == active_version} == {"READY"}
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        client.get_model_metadata("no-such-model")
+    with pytest.raises(InferenceServerException, match="unknown model version"):
+        client.get_model_metadata(DECODER, model_version="v9999")
+
+
+# -- decoder ---------------------------------------------------------------------------------------------
+def test_decoder_batch_of_64_seeded_rows_equals_generate(
+    client: triton.InferenceServerClient, http: httpx.Client, active_version: str
+) -> None:
+    labels = np.arange(64, dtype=np.int64) % 10
+    seeds = 1000 + np.arange(64, dtype=np.int64)
+    temperature = np.full(64, 0.8, dtype=np.float32)
+    result = client.infer(
+        DECODER,
+        [
+            tensor("labels", labels, "INT64"),
+            tensor("seed", seeds, "INT64"),
+            tensor("temperature", temperature, "FP32"),
+        ],
+        model_version=active_version,
+    )
+    pixels, images = result.as_numpy("pixels"), result.as_numpy("images")
+    assert pixels.shape == (64, 28, 28) and pixels.dtype == np.uint8
+    assert images.shape == (64, 28, 28) and images.dtype == np.float32
+    assert np.array_equal(pixels, np.rint(images * 255).astype(np.uint8))
+    assert len({p.tobytes() for p in pixels}) == 64  # 64 different writers
+    for label, seed, row in zip(labels, seeds, pixels, strict=True):
+        body = {"text": str(label), "seed": int(seed), "temperature": 0.8}
+        png = http.post("/generate", json=body, params={"version": active_version})
+        assert png.status_code == 200, png.text
+        assert np.array_equal(png_pixels(png.content), row), f"label {label} seed {seed}"
+
+
+def test_decoder_rows_with_one_seed_write_a_number_as_generate(
+    client: triton.InferenceServerClient, http: httpx.Client, active_version: str
+) -> None:
+    """/generate writes a number with one writer (one seed): the same seed on every row gives it."""
+    digits = np.array([2, 0, 2, 6], dtype=np.int64)
+    result = client.infer(
+        DECODER,
+        [tensor("labels", digits, "INT64"), tensor("seed", np.full(4, 42, dtype=np.int64), "INT64")],
+        model_version=active_version,
+    )
+    sheet = np.concatenate(list(result.as_numpy("pixels")), axis=1)  # (28, 112)
+    png = http.post("/generate", json={"text": "2026", "seed": 42}, params={"version": active_version})
+    assert np.array_equal(png_pixels(png.content), sheet)
+
+
+def test_decoder_latents_equal_generate_style(
+    client: triton.InferenceServerClient,
+    http: httpx.Client,
+    mnist,
+    active_version: str,  # noqa: ANN001
+) -> None:
+    images, _ = mnist
+    encoded = http.post(
+        "/encode", files={"file": ("d.png", digit_png(images[0]))}, params={"version": active_version}
+    )
+    mu = np.array([encoded.json()["mu"]], dtype=np.float32)
+    result = client.infer(
+        DECODER,
+        [tensor("labels", np.array([5], dtype=np.int64), "INT64"), tensor("latents", mu, "FP32")],
+        model_version=active_version,
+        outputs=[
+            triton.InferRequestedOutput("pixels"),
+            triton.InferRequestedOutput("latents", binary_data=False),
+        ],
+    )
+    assert np.array_equal(result.as_numpy("latents"), mu)
+    png = http.post(
+        "/generate", json={"text": "5", "style": mu[0].tolist()}, params={"version": active_version}
+    )
+    assert np.array_equal(png_pixels(png.content), result.as_numpy("pixels")[0])
+
+
+# -- encoder ---------------------------------------------------------------------------------------------
+def test_encoder_batch_of_64_digits_equals_encode(
+    client: triton.InferenceServerClient,
+    http: httpx.Client,
+    mnist,
+    active_version: str,  # noqa: ANN001
+) -> None:
+    images, labels = mnist
+    digits = np.ascontiguousarray(images[:64])
+    given = np.where(np.arange(64) % 2 == 0, -1, labels[:64].astype(np.int64))  # even rows: model chooses
+    result = client.infer(
+        ENCODER,
+        [tensor("pixels", digits, "UINT8"), tensor("labels", given, "INT64")],
+        model_version=active_version,
+    )
+    mu, chosen, probs = result.as_numpy("mu"), result.as_numpy("label"), result.as_numpy("label_probs")
+    assert mu.shape[0] == 64 and probs.shape == (64, 10)
+    for i in range(64):
+        form = {} if given[i] < 0 else {"label": str(int(given[i]))}
+        answer = http.post(
+            "/encode",
+            files={"file": ("d.png", digit_png(digits[i]))},
+            data=form,
+            params={"version": active_version},
+        ).json()
+        assert answer["label_source"] == ("inferred" if given[i] < 0 else "given")
+        assert mu[i].tolist() == answer["mu"], f"row {i}"
+        assert result.as_numpy("log_var")[i].tolist() == answer["log_var"]
+        assert int(chosen[i]) == answer["label"]
+        assert probs[i].tolist() == answer["label_probs"]
+        assert float(result.as_numpy("elbo")[i]) == answer["metrics"]["elbo"]
+        assert float(result.as_numpy("kl")[i]) == answer["metrics"]["kl"]
+    inferred = chosen[given < 0]
+    assert (inferred == labels[:64][given < 0]).mean() > 0.5  # the trained model reads most digits
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_requests_give_the_same_answer(
+    client: triton.InferenceServerClient,
+    mnist,
+    active_version: str,
+    compression: str,  # noqa: ANN001
+) -> None:
+    images, _ = mnist
+    plain = client.infer(ENCODER, [tensor("pixels", images[:4], "UINT8")], model_version=active_version)
+    packed = client.infer(
+        ENCODER,
+        [tensor("pixels", images[:4], "UINT8")],
+        model_version=active_version,
+        request_compression_algorithm=compression,
+        response_compression_algorithm=compression,
+    )
+    assert np.array_equal(plain.as_numpy("mu"), packed.as_numpy("mu"))
+
+
+def test_encoder_takes_fp32_images(client: triton.InferenceServerClient, mnist, active_version: str) -> None:  # noqa: ANN001
+    images, _ = mnist
+    as_pixels = client.infer(ENCODER, [tensor("pixels", images[:3], "UINT8")], model_version=active_version)
+    as_floats = client.infer(
+        ENCODER,
+        [tensor("images", images[:3].astype(np.float32) / np.float32(255), "FP32", binary=False)],
+        model_version=active_version,
+    )
+    assert np.array_equal(as_pixels.as_numpy("mu"), as_floats.as_numpy("mu"))
+
+
+# -- text ------------------------------------------------------------------------------------------------
+def test_text_model_gives_the_generate_png(
+    client: triton.InferenceServerClient, http: httpx.Client, active_version: str
+) -> None:
+    texts = np.array([b"42", b"2026", b"7"], dtype=object)
+    seeds = np.array([1, 2, 3], dtype=np.int64)
+    result = client.infer(
+        TEXT, [tensor("text", texts, "BYTES"), tensor("seed", seeds, "INT64")], model_version=active_version
+    )
+    assert result.as_numpy("seed").tolist() == [1, 2, 3]
+    for text, seed, png in zip(texts, seeds, result.as_numpy("png"), strict=True):
+        own = http.post(
+            "/generate", json={"text": text.decode(), "seed": int(seed)}, params={"version": active_version}
+        )
+        assert png == own.content
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+def refusal(
+    client: triton.InferenceServerClient, model: str, inputs: list, **options: object
+) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(model, inputs, **options)
+    return caught.value
+
+
+def test_bad_requests_are_4xx_with_our_message(client: triton.InferenceServerClient) -> None:
+    labels = np.array([1, 2], dtype=np.int64)
+    wrong_type = refusal(client, DECODER, [tensor("labels", labels.astype(np.float32), "FP32")])
+    assert wrong_type.status() == "400"
+    assert wrong_type.message() == "input 'labels' must be INT64, got datatype FP32"
+    unknown = refusal(client, DECODER, [tensor("digits", labels, "INT64")])
+    assert unknown.status() == "400" and "has no input 'digits'" in unknown.message()
+    shape = refusal(client, ENCODER, [tensor("pixels", np.zeros((2, 28, 27), dtype=np.uint8), "UINT8")])
+    assert shape.status() == "400" and "must have shape [N, 28, 28]" in shape.message()
+    rows = refusal(client, DECODER, [tensor("labels", np.zeros(513, dtype=np.int64), "INT64")])
+    assert rows.status() == "400" and "1 to 512 rows" in rows.message()
+    output = refusal(
+        client, DECODER, [tensor("labels", labels, "INT64")], outputs=[triton.InferRequestedOutput("logits")]
+    )
+    assert output.status() == "400" and "has no output 'logits'" in output.message()
+    digit = refusal(client, DECODER, [tensor("labels", np.array([10], dtype=np.int64), "INT64")])
+    assert digit.status() == "400" and "digits 0 to 9" in digit.message()
+    model = refusal(client, "cvae-classifier", [tensor("labels", labels, "INT64")])
+    assert model.status() == "404"
+    version = refusal(client, DECODER, [tensor("labels", labels, "INT64")], model_version="v9999")
+    assert version.status() == "404" and "unknown model version" in version.message()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{", "Invalid JSON"),
+        (b'{"inputs": []}', "inputs"),
+        (b'{"inputs": [{"name": "labels", "shape": [2], "datatype": "INT64", "data": [1]}]}', "needs 2"),
+        (
+            b'{"inputs": [{"name": "labels", "shape": [1], "datatype": "INT64", "data": [1.5]}]}',
+            "whole numbers",
+        ),
+        (b'{"inputs": [{"name": "labels", "shape": [1], "datatype": "INT64"}]}', "has no data"),
+    ],
+)
+def test_malformed_bodies_are_400_in_the_protocol_shape(
+    http: httpx.Client, body: bytes, message: str
+) -> None:
+    answer = http.post(f"/v2/models/{DECODER}/infer", content=body)
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"error"} and message in answer.json()["error"]
+
+
+def test_body_limit_answers_in_the_protocol_shape(http: httpx.Client) -> None:
+    answer = http.post(f"/v2/models/{ENCODER}/infer", content=b"{" + b" " * 6_000_000 + b"}")
+    assert answer.status_code == 413
+    assert "byte limit" in answer.json()["error"]
+
+
+def test_json_data_and_binary_outputs_mix(http: httpx.Client, active_version: str) -> None:
+    """Without tritonclient: nested JSON data in, one output as JSON and one as binary data out."""
+    body = {
+        "id": "r1",
+        "inputs": [
+            {"name": "labels", "shape": [2], "datatype": "INT64", "data": [4, 2]},
+            {"name": "latents", "shape": [2, 0], "datatype": "FP32", "data": [[], []]},
+        ],
+    }
+    wrong = http.post(f"/v2/models/{DECODER}/versions/{active_version}/infer", json=body)
+    assert wrong.status_code == 400 and "must have shape [N," in wrong.json()["error"]
+    body["inputs"] = body["inputs"][:1] + [
+        {"name": "seed", "shape": [2], "datatype": "INT64", "data": [9, 9]}
+    ]
+    body["outputs"] = [{"name": "latents"}, {"name": "pixels", "parameters": {"binary_data": True}}]
+    answer = http.post(f"/v2/models/{DECODER}/versions/{active_version}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    split = int(answer.headers["inference-header-content-length"])
+    header = httpx.Response(200, content=answer.content[:split]).json()
+    assert header["id"] == "r1" and header["model_version"] == active_version
+    latents, pixels = header["outputs"]
+    assert latents["data"][: len(latents["data"]) // 2] == latents["data"][len(latents["data"]) // 2 :]
+    assert pixels["parameters"]["binary_data_size"] == len(answer.content) - split == 2 * 28 * 28
+
+
+def test_repository_index_filters_ready_whatever_the_content_type(http: httpx.Client) -> None:
+    everything = http.post("/v2/repository/index")
+    ready = http.post("/v2/repository/index", content=b'{"ready": true}')  # no Content-Type, as curl -d
+    assert everything.status_code == ready.status_code == 200
+    assert {e["state"] for e in ready.json()} == {"READY"}
+    assert [e for e in everything.json() if e["state"] == "READY"] == ready.json()
+    refused = http.post("/v2/repository/index", content=b'{"ready": "maybe"}')
+    assert refused.status_code == 400 and "ready" in refused.json()["error"]
+    unknown = http.get("/v2/no-such-endpoint")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Not Found"}
+
+
+def test_concurrent_protocol_requests_share_forward_passes_and_are_counted(
+    server: str, http: httpx.Client, active_version: str
+) -> None:
+    """32 tritonclient requests of 4 rows at once: the batcher joins them, /metrics counts them, and no
+    answer depends on the batch it landed in."""
+    requests = [
+        [
+            tensor("labels", np.array([1, 2, 3, 4], dtype=np.int64), "INT64"),
+            tensor("seed", np.full(4, 500 + i, dtype=np.int64), "INT64"),
+        ]
+        for i in range(32)
+    ]
+    before = scrape(http)
+    with triton.InferenceServerClient(server.removeprefix("http://"), concurrency=32) as many:
+        pending = [many.async_infer(DECODER, inputs, model_version=active_version) for inputs in requests]
+        results = [p.get_result().as_numpy("pixels") for p in pending]
+    after = scrape(http)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (
+        delta("cvae_requests_total", endpoint="/v2/models/{name}/versions/{version}/infer", status="200")
+        == 32
+    )
+    assert delta("cvae_batch_rows_sum", kind="decode") == 32 * 4
+    passes = delta("cvae_batch_size_count", kind="decode")
+    singles = delta("cvae_batch_size_bucket", kind="decode", le="1.0")
+    assert passes < 32 and passes - singles >= 1  # at least one forward pass served several requests
+    with triton.InferenceServerClient(server.removeprefix("http://")) as one:
+        for i in (0, 13, 31):
+            alone = one.infer(DECODER, requests[i], model_version=active_version).as_numpy("pixels")
+            assert np.array_equal(alone, results[i])
