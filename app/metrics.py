@@ -42,9 +42,6 @@ BATCH_ROWS = Histogram(
 )
 QUEUE_DEPTH = Gauge("cvae_queue_depth", "Requests waiting for a batch", multiprocess_mode="livesum")
 REJECTED = Counter("cvae_rejected", "Inference requests refused before computing", ["reason"])
-MODEL_LOAD_FAILURES = Counter(
-    "cvae_model_load_failures", "Model versions that could not be loaded (corrupt, incompatible)", ["version"]
-)
 CONNECTIONS_REFUSED = Counter(
     "cvae_connections_refused",
     "Connections refused or closed by a connection limit (app/connections.py)",
