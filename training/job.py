@@ -11,6 +11,7 @@ import json
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,7 +133,12 @@ def _run(config: JobConfig, world: World, device: torch.device) -> JobResult:
     return JobResult(version=version, path=registry.root / version, metadata=metadata)
 
 
-def _logger(config: JobConfig, world: World):
+Log = Callable[[str], None]
+
+
+def _logger(config: JobConfig, world: World) -> Log:
+    """Progress lines, printed by rank 0 only and only when progress is on."""
+
     def log(message: str) -> None:
         if config.progress and world.is_main:
             print(message, flush=True)
@@ -147,7 +153,7 @@ def _measure(
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     model: CVAE,
     device: torch.device,
-    log,
+    log: Log,
 ) -> dict[str, Any]:
     """ELBO terms on every split's tensors, and the judge-based evaluation unless it is switched off."""
     metrics: dict[str, Any] = {}
@@ -171,7 +177,7 @@ def _evaluate(
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
     model: CVAE,
     device: torch.device,
-    log,
+    log: Log,
 ) -> dict[str, Any]:
     key = f"{data.all.fingerprint[:16]}-s{config.seed}-v{config.val_fraction}-n{len(data.train)}"
     log(f"judge: loading or training the digit classifier {key}")

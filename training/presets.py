@@ -36,7 +36,7 @@ PRESETS: dict[str, Preset] = {
     # model's targets (>= 99 % of samples read as requested, >= 97 % for every digit).
     "mnist": Preset(
         _DEFAULT_NETWORK,
-        Recipe(epochs=30, patience=10),
+        Recipe(epochs=60, patience=10),
         job=dict(data="mnist", classifier_epochs=2, legible_overall=0.99, legible_worst=0.97),
     ),
     # The reference design: MLP 512/512, latent 256, label only at the input of each MLP.

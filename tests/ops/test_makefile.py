@@ -32,12 +32,19 @@ def index(lines: list[str], fragment: str) -> int:
     return next(i for i, line in enumerate(lines) if fragment in line)
 
 
-def test_serve_installs_torch_first_then_trains_if_empty_then_serves(tmp_path: Path) -> None:
+def test_serve_installs_torch_first_then_seeds_if_empty_then_serves(tmp_path: Path) -> None:
     lines = dry_run("serve", tmp_path / "venv")
     steps = [index(lines, "-m venv"), index(lines, 'install --quiet "torch==2.13.0"'),
-             index(lines, "install --quiet -e ."), index(lines, "-m training --if-empty"),
+             index(lines, "install --quiet -e ."), index(lines, "-m model.shipped --registry"),
              index(lines, "-m app")]
     assert steps == sorted(steps)
+    assert not any("-m training" in line for line in lines)  # a fresh clone serves without training
+
+
+def test_train_trains_a_new_version_from_the_bundled_sample(tmp_path: Path) -> None:
+    lines = dry_run("train", tmp_path / "venv")
+    train = lines[index(lines, "-m training --registry")]
+    assert "--if-empty" not in train and "--data" not in train and "--preset" not in train
 
 
 def test_test_target_installs_test_extras_after_torch_and_runs_all_tests(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from model.checkpoint import sha256_file
 from model.registry import Registry
 from tests.builders.models import train_tiny
 from training.cli import main
+from training.evaluate_version import evaluate_version
+from training.evaluate_version import main as evaluate_version_main
 from training.idx import write_idx
 
 
@@ -99,3 +101,42 @@ def test_a_given_default_temperature_is_kept_even_zero(tmp_path: Path) -> None:
     result = train_tiny(tmp_path, epochs=1, default_temperature=0.0)
     assert result.metadata["default_temperature"] == 0.0
     assert train_tiny(tmp_path, epochs=1).metadata["default_temperature"] == 1.0  # no evaluation: the prior
+
+
+def _mnist_like(directory: Path, train: int = 300, test: int = 100) -> Path:
+    """An MNIST-named directory with a t10k test split (random pixels: fast, not meaningful)."""
+    rng = np.random.default_rng(1)
+    directory.mkdir()
+    for prefix, count in (("train", train), ("t10k", test)):
+        write_idx(
+            directory / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        )
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, count, dtype=np.uint8))
+    return directory
+
+
+def test_a_test_split_is_evaluated_recorded_and_reproduced_after_the_fact(tmp_path: Path, capsys) -> None:
+    data = _mnist_like(tmp_path / "data")
+    result = train_tiny(
+        tmp_path / "r",
+        data=str(data),
+        epochs=1,
+        evaluate=True,
+        classifier_epochs=1,
+        eval_samples_per_class=5,
+        iw_samples=3,
+    )
+    metadata, m = result.metadata, result.metadata["metrics"]
+    assert metadata["data"]["test_examples"] == 100 and len(metadata["data"]["test_fingerprint"]) == 64
+    assert m["evaluated_on"] == "test"
+    assert m["test_label_accuracy"]["examples"] == 100 and 0 <= m["test_label_accuracy"]["overall"] <= 1
+    assert (
+        len(m["test_cross_style_accuracy"]["per_class"]) == 10 and 0 <= m["classifier"]["test_accuracy"] <= 1
+    )
+    assert m["test_iw_nll"] <= m["test_neg_elbo"] + 5.0
+    assert "default_temperature" not in m  # stored once, at the top level
+    figures = evaluate_version(Registry(tmp_path / "r"), None, str(data), iw_samples=3)
+    for key in ("test_neg_elbo", "test_iw_nll", "test_label_accuracy"):
+        assert figures[key] == m[key], key
+    assert evaluate_version_main(["--registry", str(tmp_path / "r"), "--data", "bundled"]) == 2
+    assert "no test split" in capsys.readouterr().err
