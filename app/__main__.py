@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import signal
@@ -12,8 +13,9 @@ import tempfile
 import uvicorn
 from pydantic import ValidationError
 
+from app.connections import ConnectionLimits, LimitedHttpToolsProtocol
 from app.logs import configure_logging, log_config
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 from model.device import resolve_device
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client at import, in every worker
@@ -32,6 +34,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _exit_cleanly(signum: int, frame: object) -> None:
     # uvicorn re-raises the signal it shut down on; ending here instead makes a SIGTERM exit 0.
     raise SystemExit(0)
+
+
+def http_protocol(settings: Settings) -> functools.partial[LimitedHttpToolsProtocol]:
+    """uvicorn's httptools protocol with the connection limits of `settings` (app/connections.py)."""
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
+        send_timeout_s=settings.send_timeout_s,
+    )
+    return functools.partial(LimitedHttpToolsProtocol, limits=limits)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             workers=workers,
+            http=http_protocol(settings),  # type: ignore[arg-type]  # a protocol factory, as uvicorn calls it
+            timeout_keep_alive=settings.keep_alive_timeout_s,
             log_config=log_config(settings.log_level, settings.log_json),
             access_log=False,
             timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,

@@ -42,6 +42,11 @@ BATCH_ROWS = Histogram(
 )
 QUEUE_DEPTH = Gauge("cvae_queue_depth", "Requests waiting for a batch", multiprocess_mode="livesum")
 REJECTED = Counter("cvae_rejected", "Inference requests refused before computing", ["reason"])
+CONNECTIONS_REFUSED = Counter(
+    "cvae_connections_refused",
+    "Connections refused or closed by a connection limit (app/connections.py)",
+    ["reason"],
+)
 DIGITS = Counter("cvae_digits_generated", "Digit tiles generated", ["version"])
 MODEL_INFO = Gauge(
     "cvae_model_info",

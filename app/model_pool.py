@@ -24,14 +24,16 @@ from pathlib import Path
 import torch
 
 from app import metrics
+from app.catalog import VersionCatalog
 from app.engine import Engine
-from app.exceptions import InvalidInput, NotFound, NotReady, redact
-from model.errors import CheckpointError, RegistryError
+from app.exceptions import InvalidInput, NotReady, Overloaded, redact
+from model.errors import CheckpointError, ModelError, RegistryError
 from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
 log = logging.getLogger("app.model_pool")
 
 NO_ACTIVE = "no active model version in the registry yet; train and promote one"
+POINTER_LABEL = "(active pointer)"  # the `version` label of load failures caused by the pointer itself
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,49 @@ class Catalog:
     versions: list[VersionInfo]
 
 
-class ModelPool:
-    """Versions loaded on one device, at most `capacity` of them, least recently used evicted first."""
+class LoadBudget:
+    """A token bucket: at most `per_minute` loads a minute, in bursts of at most that many."""
 
-    def __init__(self, registry: Registry, device: torch.device, capacity: int, pinned: str | None = None):
+    def __init__(self, per_minute: float):
+        self.per_minute = per_minute
+        self._tokens = per_minute
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one load if the budget has one."""
+        now = time.monotonic()
+        self._tokens = min(self.per_minute, self._tokens + (now - self._stamp) * self.per_minute / 60)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class ModelPool:
+    """Versions loaded on one device, at most `capacity` of them, least recently used evicted first.
+    Requests naming a version that is not loaded may load it `loads_per_minute` times a minute (the
+    admin endpoints are not limited), so anonymous clients cannot keep the pool loading."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        device: torch.device,
+        capacity: int,
+        pinned: str | None = None,
+        loads_per_minute: float = 6.0,
+    ):
         self.registry = registry
         self.device = device
         self.capacity = capacity
         self.pinned = pinned
+        self.catalog_cache = VersionCatalog(registry)
+        self._load_budget = LoadBudget(loads_per_minute)
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
         self._lock = asyncio.Lock()
+        self._promote_lock = asyncio.Lock()
+        self._promotes_pending = 0
+        self._promotes_settled = asyncio.Condition()
         self._pointer_file = str(registry.root / ACTIVE_FILE)
         self._pointer_stamp: tuple[int, int, int] | None = None
         self._pointer_name: str | None = None
@@ -91,8 +126,12 @@ class ModelPool:
             self._failed.clear()  # a new pointer deserves a new try
             try:
                 self._pointer_name, self._pointer_error = self.registry.active_version(), None
-            except RegistryError as exc:
+            except RegistryError as exc:  # counted and logged once per change of the pointer file
                 self._pointer_name, self._pointer_error = None, str(exc)
+                metrics.MODEL_LOAD_FAILURES.labels(POINTER_LABEL).inc()
+                log.error(
+                    "the registry's active pointer is unusable, still serving %s: %s", self._serving, exc
+                )
         if self._pointer_error is not None:
             raise RegistryError(self._pointer_error)
         return self._pointer_name
@@ -101,26 +140,35 @@ class ModelPool:
         """The version this replica should serve: the pinned one, else the registry's active one."""
         return self.pinned if self.pinned is not None else self.pointer()
 
-    def catalog(self) -> Catalog:
-        """Every registry version with the pool's view of it (a pointer naming no version = no active one)."""
+    async def catalog(self) -> Catalog:
+        """Every registry version with the pool's view of it (a pointer naming no version = no active one);
+        the metadata comes from a cache, rebuilt on a worker thread."""
         try:
             active = self.pointer()
         except RegistryError:
             active = None
-        return Catalog(active, self._serving, self.loaded(), str(self.device), self.registry.versions())
+        versions = self.catalog_cache.cached()
+        if versions is None:
+            versions = await asyncio.to_thread(self.catalog_cache.refresh)
+        return Catalog(active, self._serving, self.loaded(), str(self.device), versions)
 
     def artifact(self, version: str, name: str) -> Path:
-        """The path of a file the training job saved beside a version's weights (NotFound when absent)."""
-        path = self.registry.path(version) / name
-        if not path.is_file():
-            raise NotFound(f"version {version} has no {name}")
-        return path
+        """A file the training job saved beside a version's weights (404 unless a regular file inside it)."""
+        return self.registry.artifact(version, name)
 
     # -- serving -------------------------------------------------------------------------------
-    async def get(self, version: str | None = None) -> Engine:
-        """The engine of `version` (loaded if needed), or the served one when None (never loads)."""
+    async def get(self, version: str | None = None, *, limited: bool = True) -> Engine:
+        """The engine of `version` (loaded if needed, within the load budget when `limited`: a request's
+        `version=`, not the admin's load), or the served one when None (never loads)."""
         if version is not None:
-            return await self.load(self.registry.resolve(version))
+            name = self.registry.resolve(version)
+            if limited and name not in self._engines and not self._load_budget.take():
+                raise Overloaded(
+                    f"version {name} is not loaded and requests may load at most "
+                    f"{self._load_budget.per_minute:g} versions a minute; retry later, or ask an admin to "
+                    "load it"
+                )
+            return await self.load(name)
         if self._serving is None:
             raise NotReady(redact(self._problem or NO_ACTIVE))
         return self._touch(self._serving)
@@ -142,9 +190,8 @@ class ModelPool:
         started = time.perf_counter()
         try:
             await self.load(self.registry.resolve(name))
-        except CheckpointError as exc:
+        except CheckpointError as exc:  # counted by load()
             self._failed[name] = str(exc)
-            metrics.MODEL_LOAD_FAILURES.labels(name).inc()
             log.error("version %s cannot be loaded, still serving %s: %s", name, self._serving, exc)
             kind = "pinned" if self.pinned else "active"
             return self._trouble(f"the {kind} version {name} cannot be loaded: {exc}", logged=True)
@@ -161,8 +208,16 @@ class ModelPool:
         async with self._lock:
             if name in self._engines:
                 return self._touch(name)
-            with metrics.MODEL_LOAD_SECONDS.time():
-                engine = await asyncio.to_thread(self._load_sync, name)
+            try:
+                with metrics.MODEL_LOAD_SECONDS.time():
+                    engine = await asyncio.to_thread(self._load_sync, name)
+            except ModelError:
+                metrics.MODEL_LOAD_FAILURES.labels(name).inc()
+                raise
+            except Exception as exc:  # whatever a bad version does to the constructor or the warm-up
+                metrics.MODEL_LOAD_FAILURES.labels(name).inc()
+                log.error("loading version %s failed", name, exc_info=exc)
+                raise CheckpointError(f"version {name} failed to load: {type(exc).__name__}: {exc}") from exc
             self._engines[name] = engine
             self._failed.pop(name, None)
             metrics.MODEL_LOADS.labels(name).inc()
@@ -171,16 +226,28 @@ class ModelPool:
             return engine
 
     async def promote(self, version: str) -> Engine:
-        """Load `version`, then make it the registry's active version; in-flight requests finish."""
+        """Load `version`, then make it the registry's active version; in-flight requests finish.
+        Promotions run one at a time, and each returns only when none is pending any more: promotions
+        sent together all answer with the same final active version (`serving`), the one the pointer
+        names."""
         if self.pinned is not None:
             raise InvalidInput(
                 f"this replica is pinned to {self.pinned} (CVAE_MODEL_VERSION); roll out another version "
                 "by changing that setting"
             )
         name = self.registry.resolve(version)
-        engine = await self.load(name)
-        await asyncio.to_thread(self.registry.promote, name)
-        self._set_serving(name)
+        self._promotes_pending += 1
+        try:
+            async with self._promote_lock:
+                engine = await self.load(name)
+                await asyncio.to_thread(self.registry.promote, name)
+                self._set_serving(name)
+        finally:
+            self._promotes_pending -= 1
+            async with self._promotes_settled:
+                self._promotes_settled.notify_all()
+        async with self._promotes_settled:  # answer with the final state of promotions sent together
+            await self._promotes_settled.wait_for(lambda: self._promotes_pending == 0)
         return engine
 
     # -- internals -----------------------------------------------------------------------------

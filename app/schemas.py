@@ -192,6 +192,7 @@ class ModelsResponse(BaseModel):
     serving: str | None
     loaded: list[str]
     device: str
+    total: int = 0  # versions in the registry; `versions` is one page of them
     versions: list[ModelVersion]
 
 

@@ -51,6 +51,7 @@ class Service:
             resolve_device(settings.device),
             settings.max_loaded_versions,
             pinned=settings.model_version,
+            loads_per_minute=settings.version_loads_per_minute,
         )
         batcher = Batcher(
             settings.max_batch_size,

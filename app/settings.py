@@ -45,10 +45,36 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="Deadline to receive a whole request body after its headers (408 after)."
     )
+    max_header_bytes: int = Field(
+        32_768, ge=1024, description="Request line + headers limit in bytes (431 after)."
+    )
+    max_headers: int = Field(100, ge=8, description="Header fields per request (431 after).")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Deadline to receive a request's headers (408 after; an idle new connection is closed).",
+    )
+    max_connections: int = Field(
+        2048, ge=1, description="Open connections per worker; a request over the cap gets 503."
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A connection whose client reads nothing of its answers for this long is closed.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this long."
+    )
     max_image_pixels: int = Field(16_000_000, ge=IMAGE_PIXELS)
     admin_token: SecretStr | None = Field(None, description="Bearer token of /admin; unset = admin off.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_loaded_versions: int = Field(2, ge=1, le=32, description="Versions kept loaded (LRU).")
+    version_loads_per_minute: float = Field(
+        6.0,
+        ge=0,
+        description="Loads of a not-loaded version that `version=` requests may cause a minute "
+        "(503 + Retry-After beyond; the admin load is not limited).",
+    )
     default_temperature: float | None = Field(
         None,
         ge=0,

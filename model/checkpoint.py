@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ METADATA_FILE = "metadata.json"
 # The sampling temperature of a version that records none (or a nonsensical one): the true prior.
 DEFAULT_TEMPERATURE = 1.0
 MAX_TEMPERATURE = 2.0
+
+MAX_HEADER_BYTES = 10_000_000  # a safetensors header (JSON tensor index) larger than this is refused
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -167,17 +170,63 @@ def load_module(
         raise CheckpointError(
             f"{weights} is corrupt or truncated: sha256 {actual[:12]}... does not match the metadata"
         )
+    # The config's sizes are bounded and the weights' shapes checked against a network built on the
+    # meta device (no memory) before any tensor is read or allocated.
+    skeleton = _build(build, metadata["config"], torch.device("meta"))
+    _check_shapes(weights, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()})
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
-    module = build(metadata["config"])
+    module = _build(build, metadata["config"], torch.device("cpu"))
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{weights} does not fit the stored config: {exc}") from exc
     module.to(device).eval()
     return module, metadata
+
+
+def _build(build: Callable[[dict[str, Any]], M], config: Any, device: torch.device) -> M:
+    """The network of a stored config; any failure of its constructor is a CheckpointError."""
+    try:
+        with device:
+            return build(config)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise CheckpointError(f"the stored config does not build a network: {exc}") from exc
+
+
+def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors file's header, without reading any tensor."""
+    try:
+        with weights.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            if size > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{weights} is not a readable safetensors file (a {size}-byte header)")
+            header = json.loads(handle.read(size))
+        return {
+            name: tuple(int(n) for n in entry["shape"])
+            for name, entry in header.items()
+            if name != "__metadata__"
+        }
+    except CheckpointError:
+        raise
+    except (OSError, struct.error, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
+
+
+def _check_shapes(weights: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """The weights file holds exactly the tensors the config's network has, with the same shapes."""
+    found = read_tensor_shapes(weights)
+    if found != expected:
+        names = sorted(set(found) ^ set(expected)) or sorted(
+            n for n in expected if found.get(n) != expected[n]
+        )
+        raise CheckpointError(
+            f"{weights} does not fit the stored config: tensors {names[:4]} differ in name or shape"
+        )
 
 
 def load_checkpoint(directory: Path, device: torch.device | str = "cpu") -> Checkpoint:

@@ -13,6 +13,13 @@ IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 NUM_CLASSES = 10
 
+# Bounds a config must respect before any layer is built: a stored config is data from a file, and a
+# 20,000-wide layer or a latent of 1e13 would otherwise be found out only by a multi-GB allocation.
+MAX_WIDTH = 8192  # hidden and latent widths
+MAX_LAYERS = 8  # hidden layers per MLP
+MAX_CHANNELS = 1024
+MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights
+
 
 @dataclass(frozen=True)
 class CVAEConfig:
@@ -35,12 +42,50 @@ class CVAEConfig:
     num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
+        self._check_bounds()
         if self.latent_dim < 1 or not self.encoder_hidden or not self.decoder_hidden:
             raise ValueError("latent_dim must be >= 1 and both MLPs need at least one hidden layer")
         if min(self.encoder_hidden + self.decoder_hidden) < 1:
             raise ValueError("hidden widths must be >= 1")
         if {self.decoder, self.encoder} - {"mlp", "conv"} or len(self.conv_channels) != 2:
             raise ValueError("encoder and decoder must be 'mlp' or 'conv' (with two conv_channels)")
+
+    def _check_bounds(self) -> None:
+        """Types and sizes within the bounds above (ValueError), checked by arithmetic only."""
+        if len(self.conv_channels) != 2:
+            raise ValueError("conv_channels must have two values")
+        sizes = {
+            "latent_dim": (self.latent_dim, MAX_WIDTH),
+            "image_pixels": (self.image_pixels, IMAGE_PIXELS),
+            "num_classes": (self.num_classes, NUM_CLASSES),
+        }
+        for i, width in enumerate(self.encoder_hidden):
+            sizes[f"encoder_hidden[{i}]"] = (width, MAX_WIDTH)
+        for i, width in enumerate(self.decoder_hidden):
+            sizes[f"decoder_hidden[{i}]"] = (width, MAX_WIDTH)
+        for i, width in enumerate(self.conv_channels):
+            sizes[f"conv_channels[{i}]"] = (width, MAX_CHANNELS)
+        for name, (value, limit) in sizes.items():
+            if type(value) is not int or not 1 <= value <= limit:
+                raise ValueError(f"{name} must be an integer from 1 to {limit}, got {value!r}")
+        if len(self.encoder_hidden) > MAX_LAYERS or len(self.decoder_hidden) > MAX_LAYERS:
+            raise ValueError(f"each MLP may have at most {MAX_LAYERS} hidden layers")
+        if type(self.label_every_layer) is not bool:
+            raise ValueError("label_every_layer must be true or false")
+        if self.parameter_bound() > MAX_PARAMETERS:
+            raise ValueError(
+                f"the network would have about {self.parameter_bound():,} parameters, "
+                f"more than the {MAX_PARAMETERS:,} allowed"
+            )
+
+    def parameter_bound(self) -> int:
+        """An upper bound of the network's parameter count (every layer given the label and a bias)."""
+        cond, c0, c1 = self.num_classes, self.conv_channels[0], self.conv_channels[1]
+        widths = [self.image_pixels + c0 * 49 + cond, *self.encoder_hidden, 2 * self.latent_dim]
+        total = sum((a + cond + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+        widths = [self.latent_dim + cond, *self.decoder_hidden, self.image_pixels + c0 * 49]
+        total += sum((a + cond + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+        return total + 16 * (c0 * c1 + c0 + c1) + 2 * cond * (c0 + c1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form (tuples become lists)."""

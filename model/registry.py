@@ -34,7 +34,9 @@ import torch
 from model.checkpoint import Checkpoint, VersionMetadata, load_checkpoint, read_metadata
 from model.errors import CheckpointError, RegistryError, VersionNotFoundError
 
-VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+# ASCII digits only (`\d` would take any script's digits) and a bounded length: a name is checked
+# against this before it touches the filesystem.
+VERSION_PATTERN = re.compile(r"^v([0-9]{4,12})$")
 ACTIVE_FILE = "active"
 STAGING_PREFIX = ".staging-"
 # A staging directory of a writer on another host (or in another PID namespace) is only known to be
@@ -93,29 +95,40 @@ class Registry:
         """Names of the complete versions, oldest first."""
         if not self.root.is_dir():
             return []
-        names = [p.name for p in self.root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+        names = [
+            p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and self._is_version(p.name)
+        ]
         return sorted(names, key=lambda n: int(n[1:]))
+
+    def _is_version(self, name: str) -> bool:
+        """A real directory directly in the root: a symlink (which could point anywhere) is no version."""
+        path = self.root / name
+        return not path.is_symlink() and path.is_dir()
 
     def versions(self) -> list[VersionInfo]:
         """Every version with its metadata; an unreadable one is listed with its error."""
-        infos = []
-        for name in self.version_names():
-            path = self.root / name
-            try:
-                record = read_metadata(path)
-                infos.append(VersionInfo(name, path, record, info=VersionMetadata.from_record(record)))
-            except CheckpointError as exc:
-                infos.append(VersionInfo(name, path, None, str(exc)))
-        return infos
+        return [self.version_info(name) for name in self.version_names()]
+
+    def version_info(self, name: str) -> VersionInfo:
+        """One listed version with its metadata as written and typed, or the error reading it."""
+        path = self.root / name
+        try:
+            record = read_metadata(path)
+            return VersionInfo(name, path, record, info=VersionMetadata.from_record(record))
+        except CheckpointError as exc:
+            return VersionInfo(name, path, None, str(exc))
 
     def active_version(self) -> str | None:
         """The active version's name, or None when nothing was promoted yet."""
         try:
-            name = (self.root / ACTIVE_FILE).read_text(encoding="utf-8").strip()
+            raw = (self.root / ACTIVE_FILE).read_bytes()[:64]
         except FileNotFoundError:
             return None
-        if not VERSION_PATTERN.match(name) or not (self.root / name).is_dir():
-            raise RegistryError(f"the active pointer names {name!r}, which is not a version here")
+        except OSError as exc:  # a directory, unreadable...
+            raise RegistryError(f"the active pointer cannot be read: {exc.strerror or exc}") from exc
+        name = raw.decode("ascii", errors="replace").strip()
+        if not VERSION_PATTERN.match(name) or not self._is_version(name):
+            raise RegistryError(f"the active pointer names {name[:32]!r}, which is not a version here")
         return name
 
     def resolve(self, version: str | None = None) -> str:
@@ -125,13 +138,23 @@ class Registry:
             if active is None:
                 raise RegistryError(f"no active version in registry {self.root}; train one first")
             return active
-        if not VERSION_PATTERN.match(version) or not (self.root / version).is_dir():
-            raise VersionNotFoundError(f"unknown model version {version!r}")
+        if not VERSION_PATTERN.match(version) or not self._is_version(version):
+            raise VersionNotFoundError(f"unknown model version {version[:32]!r}")
         return version
 
     def path(self, version: str | None = None) -> Path:
         """Directory of a version (the active one when None)."""
         return self.root / self.resolve(version)
+
+    def artifact(self, version: str, name: str) -> Path:
+        """A regular file saved beside a version's weights (VersionNotFoundError when absent); a symlink
+        or anything resolving outside the version's directory is refused, so only registry files are
+        ever read through it."""
+        directory = self.path(version)
+        path = directory / name
+        if path.is_symlink() or not path.is_file() or path.resolve().parent != directory.resolve():
+            raise VersionNotFoundError(f"version {version} has no {name}")
+        return path
 
     def load(self, version: str | None = None, device: torch.device | str = "cpu") -> Checkpoint:
         """Load a version (the active one when None) onto a device."""

@@ -37,6 +37,7 @@ def test_an_empty_registry_serves_503_until_a_version_is_promoted(
             "serving": None,
             "loaded": [],
             "device": "cpu",
+            "total": 0,
             "versions": [],
         }
         # no admin token configured: the admin routes do not exist

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,21 @@ def copy_registry(source: Path, root: Path, *, second_version: bool = True) -> R
         assert active is not None
         add_perturbed_version(registry, active)
     return registry
+
+
+def add_listed_versions(registry: Registry, count: int, history_epochs: int = 150) -> list[str]:
+    """`count` more versions holding only a copy of the active version's metadata.json with a
+    `history` of `history_epochs` epochs (what a default training run stores, ~40 KB): enough for
+    listings (`/v1/models`), not loadable."""
+    active = registry.active_version()
+    assert active is not None
+    metadata = json.loads((registry.path(active) / "metadata.json").read_text())
+    epoch = {k: 123.456789 for k in ("loss", "recon", "kl", "val_neg_elbo", "val_recon", "val_kl", "lr")}
+    metadata["history"] = [{"epoch": i, **epoch} for i in range(history_epochs)]
+    names = []
+    for _ in range(count):
+        name = registry.next_version_name()
+        (registry.root / name).mkdir()
+        (registry.root / name / "metadata.json").write_text(json.dumps(metadata))
+        names.append(name)
+    return names

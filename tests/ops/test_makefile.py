@@ -50,7 +50,7 @@ def test_train_trains_a_new_version_from_the_bundled_sample(tmp_path: Path) -> N
 def test_test_target_installs_test_extras_after_torch_and_runs_all_tests(tmp_path: Path) -> None:
     lines = dry_run("test", tmp_path / "venv")
     assert index(lines, '"torch==2.13.0"') < index(lines, '-e ".[test]"') < index(lines, "-m pytest tests")
-    lint = [index(lines, "-m ruff check ."), index(lines, "-m ruff format --check ."), index(lines, "-m mypy")]
+    lint = [index(lines, fragment) for fragment in ("-m ruff check .", "-m ruff format --check .", "-m mypy")]
     assert max(lint) < index(lines, "-m pytest tests")  # lint runs on every `make test`, before the suite
     assert any("chromium" in line for line in lines) and any("prometheus" in line for line in lines)
     assert any("haproxy" in line for line in lines)

@@ -18,7 +18,7 @@ from loadtest.server import ServerProcess, start_server
 from model.registry import Registry
 from tests.builders.faults import DAMAGES, plant
 from tests.builders.figures import FIGURES
-from tests.builders.models import copy_registry
+from tests.builders.models import add_listed_versions, copy_registry
 from tests.builders.servers import ADMIN_TOKEN, BODY_TIMEOUT_S
 
 FIGURES_ENV = "CVAE_RELIABILITY_FIGURES"
@@ -35,6 +35,14 @@ def main_server(two_versions: Path) -> Iterator[ServerProcess]:
     """A server with admin on and default limits, for the fuzzer and the security checks."""
     with start_server(two_versions, admin_token=ADMIN_TOKEN, body_timeout_s=BODY_TIMEOUT_S) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def many_versions(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained registry plus 213 listed versions with a default run's metadata (~40 KB each)."""
+    registry = copy_registry(trained_registry, tmp_path_factory.mktemp("many") / "registry")
+    add_listed_versions(registry, 211)
+    return registry.root
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ ADMIN_ERRORS = error_responses(401, 404, 422)
 @router.post("/models/{version}/load", response_model=AdminResponse, responses=ADMIN_ERRORS)
 async def load_model(version: str, service: ServiceDep) -> AdminResponse:
     """Load a version into the pool (it can then be asked for with `version=`)."""
-    engine = await service.pool.get(version)
+    engine = await service.pool.get(version, limited=False)
     return _state(service, engine.version)
 
 

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app import imaging
 from app.api.deps import FormatQuery, ServiceDep, VersionQuery
 from app.api.responses import b64, render_png, timing, timing_headers
+from app.exceptions import InvalidInput
 from app.inference import Encoded
 from app.limits import MAX_SCALE
 from app.schemas import EncodeMetrics, EncodeResponse, ReconstructResponse, error_responses
 from model.config import IMAGE_SIDE
 
-router = APIRouter(tags=["inference"])
+
+async def refuse_repeated_fields(request: Request) -> None:
+    """422 for a form field sent more than once: which copy counts would be the parser's choice, and a
+    filter that looked at the first `file` part would let another one through."""
+    counts = Counter(name for name, _ in (await request.form()).multi_items())  # parsed once, cached
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise InvalidInput(f"form fields sent more than once: {', '.join(repeated[:8])}")
+
+
+router = APIRouter(tags=["inference"], dependencies=[Depends(refuse_repeated_fields)])
 
 FileField = Annotated[UploadFile, File(description="PNG, JPEG, BMP, GIF (first frame), WebP or TIFF")]
 LabelField = Annotated[int | None, Form(ge=0, le=9, description="The digit; omitted = inferred by the CVAE")]
