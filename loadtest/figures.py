@@ -122,8 +122,11 @@ def client_rate(entries: list[dict[str, Any]]) -> dict[str, list[float]]:
         requests.update({int(t): int(n) for t, n in entry.get("num_reqs_per_sec", {}).items()})
         failures.update({int(t): int(n) for t, n in entry.get("num_fail_per_sec", {}).items()})
     seconds = sorted(requests)
-    return {"t": [float(t) for t in seconds], "rps": [float(requests[t]) for t in seconds],
-            "fails": [float(failures[t]) for t in seconds]}
+    return {
+        "t": [float(t) for t in seconds],
+        "rps": [float(requests[t]) for t in seconds],
+        "fails": [float(failures[t]) for t in seconds],
+    }
 
 
 def client_history(history_csv: Path) -> dict[str, list[float]]:
@@ -135,8 +138,9 @@ def client_history(history_csv: Path) -> dict[str, list[float]]:
         for row in csv.DictReader(handle):
             if row["Name"] != "Aggregated":
                 continue
-            for key, text in zip(series, (row["Timestamp"], row["User Count"], row["50%"], row["95%"]),
-                                 strict=True):
+            for key, text in zip(
+                series, (row["Timestamp"], row["User Count"], row["50%"], row["95%"]), strict=True
+            ):
                 value = _num(text)
                 no_answers_yet = key.endswith("_ms") and value == 0  # Locust writes 0 before any answer
                 series[key].append(math.nan if value is None or no_answers_yet else value)
@@ -145,8 +149,10 @@ def client_history(history_csv: Path) -> dict[str, list[float]]:
 
 def counters(prom: PromClient, at: float) -> dict[str, float]:
     """Raw counter values at one moment: the base of the exact server-side counts."""
-    per_endpoint = {f"requests:{name}": prom.value(f'sum({REQUESTS}{{endpoint=~"/?{name}"}})', at) or 0.0
-                    for name in ENDPOINTS}
+    per_endpoint = {
+        f"requests:{name}": prom.value(f'sum({REQUESTS}{{endpoint=~"/?{name}"}})', at) or 0.0
+        for name in ENDPOINTS
+    }
     return {
         **per_endpoint,
         "requests": prom.value(f"sum({REQUESTS}{{{SELECTOR}}})", at) or 0.0,
@@ -172,8 +178,10 @@ def _ms(seconds: float | None) -> float | None:
 def quantiles_ms(prom: PromClient, metric: str, selector: str, window: Window) -> dict[str, float | None]:
     """p50/p95/p99 (ms) of a histogram over the window, by `histogram_quantile`."""
     rate = f"sum by (le) (increase({metric}_bucket{{{selector}}}[{window.range_ms}]))"
-    return {f"p{round(q * 100)}_ms": _ms(prom.value(f"histogram_quantile({q}, {rate})", window.after, None))
-            for q in QUANTILES}
+    return {
+        f"p{round(q * 100)}_ms": _ms(prom.value(f"histogram_quantile({q}, {rate})", window.after, None))
+        for q in QUANTILES
+    }
 
 
 def server_figures(prom: PromClient, before: dict[str, float], window: Window) -> dict[str, Any]:
@@ -194,11 +202,17 @@ def server_figures(prom: PromClient, before: dict[str, float], window: Window) -
         "queue_wait_p95_ms": quantiles_ms(prom, QUEUE_WAIT, "", window)["p95_ms"],
         "compute_p95_ms": quantiles_ms(prom, COMPUTE, "", window)["p95_ms"],
     }
-    figures["counters"] = {"before": before, "after": after, "before_at": window.before,
-                           "after_at": window.after}
+    figures["counters"] = {
+        "before": before,
+        "after": after,
+        "before_at": window.before,
+        "after_at": window.after,
+    }
     figures["by_endpoint"] = {
-        name: {"requests": delta[f"requests:{name}"],
-               **quantiles_ms(prom, LATENCY, f'endpoint=~"/?{name}"', window)}
+        name: {
+            "requests": delta[f"requests:{name}"],
+            **quantiles_ms(prom, LATENCY, f'endpoint=~"/?{name}"', window),
+        }
         for name in ENDPOINTS
     }
     return figures
@@ -217,6 +231,7 @@ def server_series(prom: PromClient, window: Window, rate_window_s: float) -> dic
     }
     for q in QUANTILES:
         exprs[f"p{round(q * 100)}_ms"] = (
-            f"1000 * histogram_quantile({q}, sum by (le) (rate({LATENCY}_bucket{{{SELECTOR}}}[{w}])))")
+            f"1000 * histogram_quantile({q}, sum by (le) (rate({LATENCY}_bucket{{{SELECTOR}}}[{w}])))"
+        )
     start, end = window.start - 2.0, window.after + 1.0
     return {name: prom.query_range(expr, start, end, 1.0) for name, expr in exprs.items()}

@@ -47,20 +47,25 @@ class DigitsUser(HttpUser):
     @task(70)
     def generate(self) -> None:
         body = generate_body(self.rng)
-        self._expect(self.client.post("/generate", json=body, name="/generate", catch_response=True),
-                     "image/png")
+        self._expect(
+            self.client.post("/generate", json=body, name="/generate", catch_response=True), "image/png"
+        )
 
     @task(15)
     def encode(self) -> None:
         png, label = self.rng.choice(self.digits)
         form = {"label": str(label)} if self.rng.random() < 0.5 else {}
         files = {"file": ("digit.png", png, "image/png")}
-        self._expect(self.client.post("/encode", files=files, data=form, name="/encode", catch_response=True),
-                     "application/json")
+        self._expect(
+            self.client.post("/encode", files=files, data=form, name="/encode", catch_response=True),
+            "application/json",
+        )
 
     @task(15)
     def reconstruct(self) -> None:
         png, _ = self.rng.choice(self.digits)
         files = {"file": ("digit.png", png, "image/png")}
-        self._expect(self.client.post("/reconstruct", files=files, name="/reconstruct", catch_response=True),
-                     "image/png")
+        self._expect(
+            self.client.post("/reconstruct", files=files, name="/reconstruct", catch_response=True),
+            "image/png",
+        )

@@ -101,10 +101,13 @@ class PromClient:
 
     def query_range(self, expr: str, start: float, end: float, step_s: float) -> RangeSeries:
         """A range query: (labels, [(t, value), ...]) per series."""
-        data = self._get("/api/v1/query_range", {
-            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"})
-        return [(item["metric"], [(float(t), float(v)) for t, v in item["values"]])
-                for item in data["result"]]
+        data = self._get(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"},
+        )
+        return [
+            (item["metric"], [(float(t), float(v)) for t, v in item["values"]]) for item in data["result"]
+        ]
 
     def wait_scrape_after(self, moment: float, job: str = JOB, timeout_s: float = 60.0) -> float:
         """Wait for a successful scrape of `job` that started after `moment`; returns its time."""

@@ -25,8 +25,11 @@ def agreement(client: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
     """How far the two sides' request counts are apart."""
     seen_client, seen_server = float(client["requests"]), float(server["requests"])
     diff = abs(seen_client - seen_server) / max(seen_client, 1.0)
-    return {"request_count_diff_pct": round(100 * diff, 3), "tolerance_pct": 100 * COUNT_TOLERANCE,
-            "within_tolerance": diff <= COUNT_TOLERANCE}
+    return {
+        "request_count_diff_pct": round(100 * diff, 3),
+        "tolerance_pct": 100 * COUNT_TOLERANCE,
+        "within_tolerance": diff <= COUNT_TOLERANCE,
+    }
 
 
 def finite(value: Any) -> Any:
@@ -42,10 +45,16 @@ def finite(value: Any) -> Any:
 
 def summary(run: dict[str, Any], client: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
     """The whole record written to summary.json."""
-    return finite({
-        "run": run, "client": client, "server": server, "mean_batch_size": server.get("mean_batch_size"),
-        "agreement": agreement(client, server), "plots": ["throughput.png", "latency.png", "batching.png"],
-    })
+    return finite(
+        {
+            "run": run,
+            "client": client,
+            "server": server,
+            "mean_batch_size": server.get("mean_batch_size"),
+            "agreement": agreement(client, server),
+            "plots": ["throughput.png", "latency.png", "batching.png"],
+        }
+    )
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -56,26 +65,38 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _side_by_side(record: dict[str, Any]) -> list[str]:
     client, server = record["client"], record["server"]
-    rows = [("requests", "requests", 0), ("failures (non-2xx)", "failures", 0),
-            ("requests per second", "rps", 1), ("p50 latency (ms)", "p50_ms", 1),
-            ("p95 latency (ms)", "p95_ms", 1), ("p99 latency (ms)", "p99_ms", 1)]
+    rows = [
+        ("requests", "requests", 0),
+        ("failures (non-2xx)", "failures", 0),
+        ("requests per second", "rps", 1),
+        ("p50 latency (ms)", "p50_ms", 1),
+        ("p95 latency (ms)", "p95_ms", 1),
+        ("p99 latency (ms)", "p99_ms", 1),
+    ]
     lines = ["| figure | Locust (client side) | Prometheus (server side) |", "| --- | ---: | ---: |"]
-    lines += [f"| {label} | {_fmt(client.get(key), d)} | {_fmt(server.get(key), d)} |"
-              for label, key, d in rows]
-    lines.append(f"| error rate | {_fmt(client['failures'] / max(client['requests'], 1) * 100, 2)} % "
-                 f"| {_fmt(server['error_rate'] * 100, 2)} % |")
+    lines += [
+        f"| {label} | {_fmt(client.get(key), d)} | {_fmt(server.get(key), d)} |" for label, key, d in rows
+    ]
+    lines.append(
+        f"| error rate | {_fmt(client['failures'] / max(client['requests'], 1) * 100, 2)} % "
+        f"| {_fmt(server['error_rate'] * 100, 2)} % |"
+    )
     return lines
 
 
 def _endpoints(record: dict[str, Any]) -> list[str]:
-    lines = ["| endpoint | Locust requests | Prometheus requests | Locust p50 / p95 / p99 ms "
-             "| Prometheus p50 / p95 / p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| endpoint | Locust requests | Prometheus requests | Locust p50 / p95 / p99 ms "
+        "| Prometheus p50 / p95 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, srv in record["server"]["by_endpoint"].items():
         cli = record["client"]["by_endpoint"].get(name, {})
         lines.append(
             f"| /{name} | {_fmt(cli.get('requests'), 0)} | {_fmt(srv.get('requests'), 0)} "
             f"| {' / '.join(_fmt(cli.get(k)) for k in ('p50_ms', 'p95_ms', 'p99_ms'))} "
-            f"| {' / '.join(_fmt(srv.get(k)) for k in ('p50_ms', 'p95_ms', 'p99_ms'))} |")
+            f"| {' / '.join(_fmt(srv.get(k)) for k in ('p50_ms', 'p95_ms', 'p99_ms'))} |"
+        )
     return lines
 
 
@@ -83,28 +104,46 @@ def markdown(record: dict[str, Any]) -> str:
     """summary.md: the two sides next to each other, then batching and the plots."""
     run, server, agree = record["run"], record["server"], record["agreement"]
     lines = [
-        f"# Load test {run['started_at']}", "",
+        f"# Load test {run['started_at']}",
+        "",
         f"{run['users']} users (spawn rate {run['spawn_rate']}/s) for {run['duration_s']} s against "
         f"`{run['target']}`, model version `{run.get('model_version') or '?'}`, "
-        f"{run.get('workers') or '?'} worker(s). Mix: ~70% /generate, 15% /encode, 15% /reconstruct.", "",
-        "## Client side (Locust) and server side (Prometheus)", "", *_side_by_side(record), "",
+        f"{run.get('workers') or '?'} worker(s). Mix: ~70% /generate, 15% /encode, 15% /reconstruct.",
+        "",
+        "## Client side (Locust) and server side (Prometheus)",
+        "",
+        *_side_by_side(record),
+        "",
         f"Request counts differ by {agree['request_count_diff_pct']} % "
         f"({'within' if agree['within_tolerance'] else 'OUTSIDE'} the "
         f"{agree['tolerance_pct']:.0f} % tolerance). "
         "Client latency includes the network stack and Locust's own scheduling; server latency is the "
-        "service's histogram, so its percentiles are interpolated within bucket bounds.", "",
-        "## By endpoint", "", *_endpoints(record), "",
-        "## Batching, queue and compute (server side)", "",
-        "| figure | value |", "| --- | ---: |",
+        "service's histogram, so its percentiles are interpolated within bucket bounds.",
+        "",
+        "## By endpoint",
+        "",
+        *_endpoints(record),
+        "",
+        "## Batching, queue and compute (server side)",
+        "",
+        "| figure | value |",
+        "| --- | ---: |",
         f"| mean batch size (requests per forward pass) | {_fmt(server.get('mean_batch_size'), 2)} |",
         f"| forward passes (batches) | {_fmt(server.get('batches'), 0)} |",
         f"| queue wait per request, mean / p95 (ms) | {_fmt(server.get('queue_wait_mean_ms'), 2)} / "
         f"{_fmt(server.get('queue_wait_p95_ms'), 2)} |",
         f"| compute per batch, mean / p95 (ms) | {_fmt(server.get('compute_mean_ms'), 2)} / "
         f"{_fmt(server.get('compute_p95_ms'), 2)} |",
-        f"| 5xx answers | {_fmt(server.get('errors_5xx'), 0)} |", "",
-        "## Over time", "", "![throughput](throughput.png)", "", "![latency](latency.png)", "",
-        "![batching](batching.png)", "",
+        f"| 5xx answers | {_fmt(server.get('errors_5xx'), 0)} |",
+        "",
+        "## Over time",
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "![latency](latency.png)",
+        "",
+        "![batching](batching.png)",
+        "",
     ]
     return "\n".join(lines)
 
@@ -166,8 +205,13 @@ def plot_batching(path: Path, t0: float, series: dict[str, RangeSeries]) -> None
     _finish(fig, bottom, path, "milliseconds")
 
 
-def write(directory: Path, record: dict[str, Any], history: dict[str, list[float]],
-          series: dict[str, RangeSeries], t0: float) -> None:
+def write(
+    directory: Path,
+    record: dict[str, Any],
+    history: dict[str, list[float]],
+    series: dict[str, RangeSeries],
+    t0: float,
+) -> None:
     """Write summary.json, summary.md and the three plots into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(record, indent=2, allow_nan=False, default=str) + "\n")

@@ -93,7 +93,11 @@ def test_fleet_settings_have_their_defaults_and_bounds() -> None:
     assert settings.registry_poll_s == 2.0 and settings.model_version is None and settings.drain_delay_s == 0
     assert Settings(model_version=" v0007 ").model_version == "v0007"
     assert Settings(model_version="").model_version is None  # an empty env var means "not pinned"
-    for bad in ({"model_version": "latest"}, {"model_version": "../v0001"}, {"registry_poll_s": -1},
-                {"drain_delay_s": -0.5}):
+    for bad in (
+        {"model_version": "latest"},
+        {"model_version": "../v0001"},
+        {"registry_poll_s": -1},
+        {"drain_delay_s": -0.5},
+    ):
         with pytest.raises(ValidationError):
             Settings(**bad)

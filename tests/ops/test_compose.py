@@ -18,8 +18,13 @@ ALL_PROFILES = ["--profile", "gpu", "--profile", "load"]
 
 
 def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([compose_binary(), "-f", str(file), *args], capture_output=True, text=True,
-                          cwd=file.parent, timeout=120)
+    return subprocess.run(
+        [compose_binary(), "-f", str(file), *args],
+        capture_output=True,
+        text=True,
+        cwd=file.parent,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +43,9 @@ def test_compose_config_is_valid(profiles: list[str]) -> None:
 def test_compose_binary_really_validates(tmp_path: Path) -> None:
     """Control: the binary exits non-zero on an invalid file (the Python wrapper would say 0)."""
     bad = tmp_path / "docker-compose.yml"
-    bad.write_text("services:\n  api:\n    image: x\n    depends_on:\n      ghost:\n"
-                   "        condition: service_healthy\n")
+    bad.write_text(
+        "services:\n  api:\n    image: x\n    depends_on:\n      ghost:\n        condition: service_healthy\n"
+    )
     assert compose("config", "-q", file=bad).returncode != 0
 
 
@@ -82,14 +88,20 @@ def test_api_scales_behind_haproxy_with_the_repository_config(services: dict[str
     assert float(api["environment"]["CVAE_REGISTRY_POLL_S"]) > 0
 
 
-
 def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def test_trainer_command_runs_outside_the_container(trained_registry: Path, tmp_path: Path,
-                                                    services: dict[str, Any]) -> None:
+def test_trainer_command_runs_outside_the_container(
+    trained_registry: Path, tmp_path: Path, services: dict[str, Any]
+) -> None:
     registry = tmp_path / "registry"
     shutil.copytree(trained_registry, registry)
     command = services["trainer"]["command"]

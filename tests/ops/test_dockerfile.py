@@ -23,8 +23,11 @@ def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
     kept = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     joined = re.sub(r"\\\n", " ", kept)
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-            for line in (raw.strip() for raw in joined.splitlines()) if line]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in (raw.strip() for raw in joined.splitlines())
+        if line
+    ]
 
 
 def stages(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -88,7 +91,7 @@ def test_runtime_stage_is_small_non_root_and_serves_the_registry_volume() -> Non
 
 def healthcheck_code() -> str:
     line = next(args for op, args in stages(DOCKERFILE.read_text())["runtime"] if op == "HEALTHCHECK")
-    command = json.loads(line[line.index("CMD") + 3:].strip())
+    command = json.loads(line[line.index("CMD") + 3 :].strip())
     assert command[:2] == ["python", "-c"]
     return str(command[2])
 
@@ -96,6 +99,7 @@ def healthcheck_code() -> str:
 @contextmanager
 def answering(status: int) -> Iterator[int]:
     """A local HTTP server answering every GET with `status`; yields its port."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             self.send_response(status if self.path == "/readyz" else 404)
@@ -117,14 +121,21 @@ def answering(status: int) -> Iterator[int]:
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
 def test_healthcheck_follows_readyz(status: int, healthy: bool) -> None:
     with answering(status) as port:
-        result = subprocess.run([sys.executable, "-c", healthcheck_code()], capture_output=True,
-                                env={"CVAE_PORT": str(port)}, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-c", healthcheck_code()],
+            capture_output=True,
+            env={"CVAE_PORT": str(port)},
+            timeout=30,
+        )
     assert (result.returncode == 0) is healthy
 
 
 def test_dockerignore_sends_only_what_the_image_needs() -> None:
-    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "**", "start from nothing, then allow what the build copies"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied: set[str] = set()

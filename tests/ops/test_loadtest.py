@@ -30,8 +30,19 @@ def registry(trained_registry: Path, tmp_path: Path) -> Path:
 
 
 def loadtest_command(registry: Path, out: Path, duration: int, users: int) -> list[str]:
-    return [sys.executable, "-m", "loadtest", "--duration", str(duration), "--users", str(users),
-            "--registry", str(registry), "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "loadtest",
+        "--duration",
+        str(duration),
+        "--users",
+        str(users),
+        "--registry",
+        str(registry),
+        "--out",
+        str(out),
+    ]
 
 
 def processes_mentioning(*needles: str) -> list[str]:
@@ -54,8 +65,14 @@ def processes_mentioning(*needles: str) -> list[str]:
 
 def test_short_load_test_report_is_consistent(registry: Path, tmp_path: Path) -> None:
     system_tool("prometheus")
-    result = subprocess.run(loadtest_command(registry, tmp_path / "reports", duration=15, users=4),
-                            capture_output=True, text=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        loadtest_command(registry, tmp_path / "reports", duration=15, users=4),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path / "reports" and run_dir.name.startswith("loadtest-")
@@ -90,8 +107,13 @@ def test_short_load_test_report_is_consistent(registry: Path, tmp_path: Path) ->
 def test_interrupt_stops_everything(registry: Path, tmp_path: Path) -> None:
     system_tool("prometheus")
     out = tmp_path / "reports"
-    runner = subprocess.Popen(loadtest_command(registry, out, duration=120, users=2), cwd=REPO,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runner = subprocess.Popen(
+        loadtest_command(registry, out, duration=120, users=2),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("loadtest-*/locust.log")) and time.monotonic() < deadline:

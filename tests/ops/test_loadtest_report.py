@@ -21,10 +21,18 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def entry(name: str, times: dict[str, int], failures: int = 0) -> dict[str, object]:
     count = sum(times.values())
     total_ms = sum(float(k) * v for k, v in times.items())
-    return {"name": name, "num_requests": count, "num_failures": failures, "start_time": 100.0,
-            "last_request_timestamp": 110.0, "total_response_time": total_ms,
-            "max_response_time": max(float(k) for k in times), "response_times": times,
-            "num_reqs_per_sec": {"100": count // 2, "101": count - count // 2}, "num_fail_per_sec": {}}
+    return {
+        "name": name,
+        "num_requests": count,
+        "num_failures": failures,
+        "start_time": 100.0,
+        "last_request_timestamp": 110.0,
+        "total_response_time": total_ms,
+        "max_response_time": max(float(k) for k in times),
+        "response_times": times,
+        "num_reqs_per_sec": {"100": count // 2, "101": count - count // 2},
+        "num_fail_per_sec": {},
+    }
 
 
 def test_percentiles_follow_locust() -> None:
@@ -38,8 +46,11 @@ def test_percentiles_follow_locust() -> None:
 
 
 def test_client_figures_add_up_the_endpoints() -> None:
-    entries = [entry("/generate", {"5": 70}), entry("/encode", {"10": 15}, failures=1),
-               entry("/reconstruct", {"20": 15})]
+    entries = [
+        entry("/generate", {"5": 70}),
+        entry("/encode", {"10": 15}, failures=1),
+        entry("/reconstruct", {"20": 15}),
+    ]
     client = figures.client_figures(entries, seconds=10.0)
     assert client["requests"] == 100 and client["failures"] == 1 and client["rps"] == 10.0
     assert client["p50_ms"] == 5 and client["p99_ms"] == 20
@@ -60,30 +71,75 @@ def test_traffic_mix_is_valid_for_the_api() -> None:
 
 
 def fake_record() -> dict[str, object]:
-    client = {"requests": 100.0, "failures": 0.0, "rps": 10.0, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": 12.0,
-              "by_endpoint": {"generate": {"requests": 70.0, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": 11.0}}}
-    server = {"requests": 101.0, "failures": 0.0, "errors_5xx": 0.0, "error_rate": 0.0, "rps": 10.1,
-              "p50_ms": 4.0, "p95_ms": math.inf, "p99_ms": math.nan, "mean_batch_size": 1.5, "batches": 67.0,
-              "by_endpoint": {"generate": {"requests": 71.0, "p50_ms": 4.0, "p95_ms": 8.0, "p99_ms": 10.0}}}
-    run = {"started_at": "2026-01-01T00:00:00+00:00", "duration_s": 10, "users": 4, "spawn_rate": 4,
-           "target": "http://127.0.0.1:1", "model_version": "v0001", "workers": 1}
+    client = {
+        "requests": 100.0,
+        "failures": 0.0,
+        "rps": 10.0,
+        "p50_ms": 5.0,
+        "p95_ms": 9.0,
+        "p99_ms": 12.0,
+        "by_endpoint": {"generate": {"requests": 70.0, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": 11.0}},
+    }
+    server = {
+        "requests": 101.0,
+        "failures": 0.0,
+        "errors_5xx": 0.0,
+        "error_rate": 0.0,
+        "rps": 10.1,
+        "p50_ms": 4.0,
+        "p95_ms": math.inf,
+        "p99_ms": math.nan,
+        "mean_batch_size": 1.5,
+        "batches": 67.0,
+        "by_endpoint": {"generate": {"requests": 71.0, "p50_ms": 4.0, "p95_ms": 8.0, "p99_ms": 10.0}},
+    }
+    run = {
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "duration_s": 10,
+        "users": 4,
+        "spawn_rate": 4,
+        "target": "http://127.0.0.1:1",
+        "model_version": "v0001",
+        "workers": 1,
+    }
     return report.summary(run, client, server)
 
 
 def test_summary_agreement_and_non_finite_values() -> None:
     record = fake_record()
-    assert record["agreement"] == {"request_count_diff_pct": 1.0, "tolerance_pct": 3.0,
-                                   "within_tolerance": True}
+    assert record["agreement"] == {
+        "request_count_diff_pct": 1.0,
+        "tolerance_pct": 3.0,
+        "within_tolerance": True,
+    }
     assert record["server"]["p95_ms"] is None and record["server"]["p99_ms"] is None  # type: ignore[index]
     assert record["mean_batch_size"] == 1.5
 
 
 def test_report_files(tmp_path: Path) -> None:
-    history = {"t": [100.0, 101.0], "users": [4.0, 4.0], "p50_ms": [5.0, 5.0], "p95_ms": [9.0, math.nan],
-               "rate_t": [100.0, 101.0], "rate_rps": [50.0, 50.0], "rate_fails": [0.0, 0.0]}
+    history = {
+        "t": [100.0, 101.0],
+        "users": [4.0, 4.0],
+        "p50_ms": [5.0, 5.0],
+        "p95_ms": [9.0, math.nan],
+        "rate_t": [100.0, 101.0],
+        "rate_rps": [50.0, 50.0],
+        "rate_fails": [0.0, 0.0],
+    }
     line: RangeSeries = [({}, [(100.0, 1.0), (101.0, 2.0)])]
-    series = {k: line for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "mean_batch_size", "in_flight",
-                                "queue_wait_ms", "compute_ms")}
+    series = {
+        k: line
+        for k in (
+            "rps",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "mean_batch_size",
+            "in_flight",
+            "queue_wait_ms",
+            "compute_ms",
+        )
+    }
     series["p99_ms"] = []  # an empty series must not break the plot
     report.write(tmp_path, fake_record(), history, series, t0=100.0)
     assert json.loads((tmp_path / "summary.json").read_text())["client"]["requests"] == 100
@@ -98,7 +154,12 @@ def test_report_files(tmp_path: Path) -> None:
 
 def test_locust_loads_the_locustfile_from_outside_the_repository(tmp_path: Path) -> None:
     """`locust -f loadtest/locustfile.py --list` (in a subprocess: Locust monkey-patches its process)."""
-    result = subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
-                             "--list"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "DigitsUser" in result.stdout

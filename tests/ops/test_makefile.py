@@ -17,8 +17,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 
 def make(*args: str, venv: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
-    return subprocess.run(["make", f"VENV={venv}", *args], cwd=REPO, capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        ["make", f"VENV={venv}", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def dry_run(target: str, venv: Path, *args: str) -> list[str]:
@@ -34,9 +35,13 @@ def index(lines: list[str], fragment: str) -> int:
 
 def test_serve_installs_torch_first_then_seeds_if_empty_then_serves(tmp_path: Path) -> None:
     lines = dry_run("serve", tmp_path / "venv")
-    steps = [index(lines, "-m venv"), index(lines, 'install --quiet "torch==2.13.0"'),
-             index(lines, "install --quiet -e ."), index(lines, "-m model.shipped --registry"),
-             index(lines, "-m app")]
+    steps = [
+        index(lines, "-m venv"),
+        index(lines, 'install --quiet "torch==2.13.0"'),
+        index(lines, "install --quiet -e ."),
+        index(lines, "-m model.shipped --registry"),
+        index(lines, "-m app"),
+    ]
     assert steps == sorted(steps)
     assert not any("-m training" in line for line in lines)  # a fresh clone serves without training
 
@@ -67,8 +72,9 @@ def test_installs_are_stamped_and_keyed_on_pyproject(tmp_path: Path) -> None:
     (venv / "bin" / "python").symlink_to(sys.executable)
     stamps = venv / ".stamps"
     stamps.mkdir()
-    key = subprocess.run(["cksum", str(REPO / "pyproject.toml")], capture_output=True, text=True,
-                         check=True).stdout.split()[0]
+    key = subprocess.run(
+        ["cksum", str(REPO / "pyproject.toml")], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     (stamps / "torch-2.13.0").touch()
     (stamps / "project-stale").touch()
     assert make("-q", "install", venv=venv).returncode == 1, "a changed pyproject.toml reinstalls"

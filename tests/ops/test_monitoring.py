@@ -69,9 +69,17 @@ def test_promtool_really_checks(tmp_path: Path) -> None:
 
 def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     """promtool parses each panel query, written as a recording rule."""
-    rules: dict[str, Any] = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "1m")}
-        for i, expr in enumerate(dashboard_exprs())]}]}
+    rules: dict[str, Any] = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "1m")}
+                    for i, expr in enumerate(dashboard_exprs())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "rules.json"  # JSON is YAML
     path.write_text(json.dumps(rules))
     result = promtool("check", "rules", str(path))
@@ -88,16 +96,29 @@ def test_queries_use_the_service_metric_names(source: str) -> None:
         text = " ".join(str(v) for k, v in vars(figures).items() if k.isupper())
     used = referenced_names(text)
     assert used, f"no cvae_ metric in the {source} queries"
-    unknown = {n for n in used if n not in exposed_names() and f"{n}_total" not in exposed_names()
-               and f"{n}_bucket" not in exposed_names()}
+    unknown = {
+        n
+        for n in used
+        if n not in exposed_names()
+        and f"{n}_total" not in exposed_names()
+        and f"{n}_bucket" not in exposed_names()
+    }
     assert not unknown, f"{source} names metrics app/metrics.py does not define: {sorted(unknown)}"
 
 
 def test_dashboard_covers_what_operators_watch() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("request rate by endpoint and status", "p50 / p95 / p99", "queue wait vs compute",
-                  "batch size", "in flight", "errors", "by replica", "served version"):
+    for topic in (
+        "request rate by endpoint and status",
+        "p50 / p95 / p99",
+        "queue wait vs compute",
+        "batch size",
+        "in flight",
+        "errors",
+        "by replica",
+        "served version",
+    ):
         assert topic in titles, topic
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {"prometheus"}
