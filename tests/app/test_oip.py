@@ -354,12 +354,13 @@ def test_repository_index_filters_ready_whatever_the_content_type(http: httpx.Cl
     assert unknown.status_code == 404 and unknown.json() == {"error": "Not Found"}
 
 
-def test_concurrent_protocol_requests_share_forward_passes_and_are_counted(
+def test_concurrent_protocol_requests_are_counted_and_batch_independent(
     server: str, http: httpx.Client, active_version: str
 ) -> None:
-    """32 tritonclient requests of 4 rows at once: /metrics counts every one, no answer depends on the
-    batch it landed in, and the batcher joins them (a burst is tried up to 5 times: on a busy machine the
-    requests of one burst can arrive far enough apart to be computed one by one)."""
+    """32 tritonclient requests of 4 rows at once: /metrics counts every one and every row went through
+    the batcher, and no answer depends on the batch it landed in. (Whether requests that arrive together
+    share a pass depends on their timing; the joining itself is tested deterministically in
+    tests/app/test_batching.py.)"""
     requests = [
         [
             tensor("labels", np.array([1, 2, 3, 4], dtype=np.int64), "INT64"),
@@ -367,27 +368,20 @@ def test_concurrent_protocol_requests_share_forward_passes_and_are_counted(
         ]
         for i in range(32)
     ]
-    shared_passes = []
-    for _ in range(5):
-        before = scrape(http)
-        with triton.InferenceServerClient(server.removeprefix("http://"), concurrency=32) as many:
-            pending = [many.async_infer(DECODER, inputs, model_version=active_version) for inputs in requests]
-            results = [p.get_result().as_numpy("pixels") for p in pending]
-        after = scrape(http)
+    before = scrape(http)
+    with triton.InferenceServerClient(server.removeprefix("http://"), concurrency=32) as many:
+        pending = [many.async_infer(DECODER, inputs, model_version=active_version) for inputs in requests]
+        results = [p.get_result().as_numpy("pixels") for p in pending]
+    after = scrape(http)
 
-        def delta(name: str, before=before, after=after, **labels: str) -> float:
-            return value(after, name, **labels) - value(before, name, **labels)
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
 
-        endpoint = "/v2/models/{name}/versions/{version}/infer"
-        assert delta("cvae_requests_total", endpoint=endpoint, status="200") == 32
-        assert delta("cvae_batch_rows_sum", kind="decode") == 32 * 4
-        passes = delta("cvae_batch_size_count", kind="decode")
-        singles = delta("cvae_batch_size_bucket", kind="decode", le="1.0")
-        shared_passes.append(passes - singles)
-        with triton.InferenceServerClient(server.removeprefix("http://")) as one:
-            for i in (0, 13, 31):
-                alone = one.infer(DECODER, requests[i], model_version=active_version).as_numpy("pixels")
-                assert np.array_equal(alone, results[i])
-        if passes < 32 and passes - singles >= 1:
-            break
-    assert max(shared_passes) >= 1, f"no forward pass served several requests in 5 bursts: {shared_passes}"
+    endpoint = "/v2/models/{name}/versions/{version}/infer"
+    assert delta("cvae_requests_total", endpoint=endpoint, status="200") == 32
+    assert delta("cvae_batch_rows_sum", kind="decode") == 32 * 4
+    assert 1 <= delta("cvae_batch_size_count", kind="decode") <= 32
+    with triton.InferenceServerClient(server.removeprefix("http://")) as one:
+        for i in (0, 13, 31):
+            alone = one.infer(DECODER, requests[i], model_version=active_version).as_numpy("pixels")
+            assert np.array_equal(alone, results[i])
