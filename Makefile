@@ -38,7 +38,7 @@ say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
 .PHONY: help serve seed train train-mnist data test loadtest lint bench container-smoke cluster-smoke \
         install install-test install-load install-lint deps-system deps-chromium deps-prometheus \
-        deps-haproxy clean distclean
+        deps-haproxy deps-hey clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -106,6 +106,10 @@ deps-haproxy: ## Debian haproxy, the load balancer of the cluster smoke test (wh
 	  echo "==> haproxy: $$( (command -v haproxy >/dev/null && haproxy -v || /usr/sbin/haproxy -v) | head -n1)"; \
 	else $(call apt_install,haproxy,--no-install-recommends); fi
 
+deps-hey: ## Debian hey, the HTTP load generator of the benchmark (when missing)
+	@if command -v hey >/dev/null; then echo "==> hey: $$(command -v hey)"; \
+	else $(call apt_install,hey,--no-install-recommends); fi
+
 deps-system: deps-chromium deps-prometheus deps-haproxy
 
 # ---- the main jobs -----------------------------------------------------------------------------------------
@@ -146,7 +150,7 @@ lint: $(STAMPS)/lint-$(KEY) ## ruff check, ruff format --check and mypy (configu
 	$(call say,mypy app model training loadtest)
 	$(PY) -m mypy app model training loadtest
 
-bench: $(STAMPS)/test-$(KEY) ## the /generate benchmark (batched vs naive); figures into docs/performance.md
+bench: $(STAMPS)/test-$(KEY) deps-hey ## the /generate benchmark (batched vs naive); figures into docs/performance.md
 	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
 	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
 
