@@ -82,12 +82,19 @@ def _pct(figures: dict[str, Any]) -> str:
     return f"{figures['overall']:.2%} (worst digit {min(figures['per_class']):.2%})"
 
 
+def _elbo_terms(m: dict[str, Any], split: str) -> str:
+    """`-ELBO X nats (recon R + KL K; z ~ q)` of one split's figures."""
+    return (
+        f"-ELBO {m[f'{split}_neg_elbo']:.2f} nats "
+        f"(recon {m[f'{split}_recon']:.2f} + KL {m[f'{split}_kl']:.2f}; z ~ q)"
+    )
+
+
 def _test_lines(m: dict[str, Any], examples: int | None) -> list[str]:
     """The test split's figures (data with t10k files): the model never saw these digits."""
     lines = [
         f"  test split ({examples} digits, never trained on):",
-        f"    test -ELBO {m['test_neg_elbo']:.2f} nats "
-        f"(recon {m['test_recon']:.2f} + KL {m['test_kl']:.2f}; z ~ q)",
+        f"    test {_elbo_terms(m, 'test')}",
     ]
     if "test_iw_nll" in m:
         lines.append(f"    test importance-weighted NLL (k={m['iw_samples']}) {m['test_iw_nll']:.2f} nats")
@@ -104,8 +111,7 @@ def print_summary(result: JobResult) -> None:
     m = result.metadata["metrics"]
     lines = [
         f"version {result.version} written to {result.path}",
-        f"  validation -ELBO {m['val_neg_elbo']:.2f} nats "
-        f"(recon {m['val_recon']:.2f} + KL {m['val_kl']:.2f}; z ~ q)",
+        f"  validation {_elbo_terms(m, 'val')}",
     ]
     if "val_iw_nll" in m:
         lines.append(f"  importance-weighted NLL (k={m['iw_samples']}) {m['val_iw_nll']:.2f} nats")
