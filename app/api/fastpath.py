@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.responses import elapsed_ms, generated_headers, until_disconnected
+from app.api.responses import elapsed_ms, generate_for, generated_headers
 from app.errors import domain_error_response
 from app.schemas import GenerateRequest
 from app.service import Service
@@ -60,16 +60,7 @@ class GenerateFastPath:
         scope["route"] = _ENDPOINT  # metrics and the access log name the endpoint by the route's path
         started = time.perf_counter()
         try:
-            result = await self.service().inference.generate(
-                request.text,
-                request.samples,
-                request.seed,
-                request.temperature,
-                request.style,
-                scale=request.scale,
-                invert=request.invert,
-                disconnected=until_disconnected(receive),
-            )
+            result = await generate_for(self.service().inference, request, receive)
         except Exception as exc:
             response = domain_error_response(exc, PATH)
             if response is None:

@@ -13,8 +13,8 @@ from starlette.types import Receive
 
 from app import imaging
 from app.batching import BatchStats
-from app.inference import Generated
-from app.schemas import InferenceMetrics
+from app.inference import Generated, Inference
+from app.schemas import GenerateRequest, InferenceMetrics
 
 # Encoding a PNG of more pixels than this runs on a worker thread, so big images do not stall the loop.
 _INLINE_PNG_PIXELS = 200_000
@@ -44,6 +44,23 @@ def timing(started: float, stats: BatchStats) -> InferenceMetrics:
         queue_ms=round(stats.queue_ms, 3),
         compute_ms=round(stats.compute_ms, 3),
         batch_size=stats.batch_size,
+    )
+
+
+async def generate_for(
+    inference: Inference, body: GenerateRequest, receive: Receive, version: str | None = None
+) -> Generated:
+    """The one call of a /generate request (the route and the fast path): every field of the body."""
+    return await inference.generate(
+        body.text,
+        body.samples,
+        body.seed,
+        body.temperature,
+        body.style,
+        version,
+        scale=body.scale,
+        invert=body.invert,
+        disconnected=until_disconnected(receive),
     )
 
 

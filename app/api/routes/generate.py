@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import FormatQuery, ServiceDep, VersionQuery
-from app.api.responses import b64, generated_headers, timing, until_disconnected
+from app.api.responses import b64, generate_for, generated_headers, timing
 from app.schemas import GenerateRequest, GenerateResponse, error_responses
 from model.config import IMAGE_SIDE
 
@@ -47,17 +47,7 @@ async def generate_digits(
 
     (Plain PNG requests are usually answered by `app.api.fastpath` with this same call and answer.)"""
     started = time.perf_counter()
-    result = await service.inference.generate(
-        body.text,
-        body.samples,
-        body.seed,
-        body.temperature,
-        body.style,
-        version,
-        scale=body.scale,
-        invert=body.invert,
-        disconnected=until_disconnected(request.receive),
-    )
+    result = await generate_for(service.inference, body, request.receive, version)
     spent = timing(started, result.stats)
     headers = generated_headers(result, spent.inference_ms)
     if format == "png":
