@@ -126,7 +126,7 @@ data: $(STAMPS)/project-$(KEY) ## fetch the full MNIST (official mirrors, else n
 	$(PY) -m training.fetch_mnist
 
 # How the shipped model (model/pretrained/mnist) was trained: two processes of one thread each (docs/model.md).
-train-mnist: data ## train the full-MNIST preset with torchrun (2 processes; about an hour on 2 CPU cores)
+train-mnist: data ## train the full-MNIST preset with torchrun (2 processes; about 33 min on 2 idle CPU cores)
 	$(call say,torchrun --standalone --nproc-per-node=2 -m training --preset mnist --registry $(REGISTRY))
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc-per-node=2 -m training --preset mnist --registry "$(REGISTRY)"
 

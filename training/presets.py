@@ -31,13 +31,16 @@ PRESETS: dict[str, Preset] = {
     # The project default, chosen by measured quality on the bundled sample (docs/model.md).
     "default": Preset(_DEFAULT_NETWORK, Recipe()),
     # The shipped model (model/pretrained/): the default network and recipe on the full 60,000 MNIST
-    # training digits, where six times the steps per epoch need fewer epochs.
-    # The judge needs fewer epochs on 54,000 digits; the default temperature must meet the shipped
+    # training digits (5 % held out for validation), 200 epochs: label inference on the test digits
+    # was 98.92 % after 60 epochs and 98.99 % after 150 (docs/model.md).
+    # The judge needs fewer epochs on 57,000 digits; the default temperature must meet the shipped
     # model's targets (>= 99 % of samples read as requested, >= 97 % for every digit).
     "mnist": Preset(
         _DEFAULT_NETWORK,
-        Recipe(epochs=60, patience=10),
-        job=dict(data="mnist", classifier_epochs=2, legible_overall=0.99, legible_worst=0.97),
+        Recipe(epochs=200, patience=20),
+        job=dict(
+            data="mnist", val_fraction=0.05, classifier_epochs=2, legible_overall=0.99, legible_worst=0.97
+        ),
     ),
     # The reference design: MLP 512/512, latent 256, label only at the input of each MLP.
     "reference": Preset(CVAEConfig(), Recipe(epochs=20, **_PLAIN), job=dict(default_temperature=1.0)),

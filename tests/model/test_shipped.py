@@ -24,6 +24,7 @@ def test_the_shipped_checkpoint_loads_verifies_and_says_how_it_was_made() -> Non
     shipped = metadata["shipped"]
     assert "torchrun" in shipped["command"] and "--preset mnist" in shipped["command"]
     assert shipped["data_fingerprint"] == metadata["data"]["fingerprint"] and shipped["seed"] == 0
+    assert metadata["training"]["epochs"] == PRESETS["mnist"].recipe.epochs  # the preset reproduces it
     assert metadata["data"]["train_examples"] + metadata["data"]["val_examples"] == 60_000
     assert metadata["data"]["test_examples"] == 10_000 and metadata["metrics"]["evaluated_on"] == "test"
     assert 0 < checkpoint.info.default_temperature <= 1
