@@ -242,7 +242,7 @@ class Batcher:
 
     def _admit(self, now: float, own: float, lane: _Lane, deadline: float) -> float:
         """The estimated seconds of work ahead of a new job in `lane`, or Overloaded."""
-        waiting = self._lanes[_SMALL].waiting[0] + self._lanes[_LARGE].waiting[0]
+        waiting = self.queued_jobs()
         if waiting >= self.max_queue_depth:
             _REJECTED_QUEUE_FULL.inc()
             raise Overloaded(f"the inference queue is full ({waiting} requests waiting); retry shortly")
@@ -279,13 +279,15 @@ class Batcher:
         lane.arrived.set()
 
     @staticmethod
-    def _count(lane: _Lane, job: Job, sign: int, gauge: bool = True) -> None:
+    def _count(lane: _Lane, job: Job, sign: int) -> None:
         waiting = lane.waiting
         waiting[0] += sign
         waiting[1] += sign * job.rows
         waiting[2] += sign * job.pixels
-        if gauge:
-            metrics.QUEUE_DEPTH.inc(sign)
+
+    def queued_jobs(self) -> int:
+        """Jobs submitted whose forward pass has not started (the `cvae_queue_depth` gauge)."""
+        return self._lanes[_SMALL].waiting[0] + self._lanes[_LARGE].waiting[0]
 
     # -- workers -------------------------------------------------------------------------------
     async def _work(self, lane: _Lane) -> None:
@@ -296,8 +298,7 @@ class Batcher:
                 await lane.arrived.wait()
             batch = await self._gather(lane)
             for job in batch:
-                self._count(lane, job, -1, gauge=False)  # their forward pass starts now
-            metrics.QUEUE_DEPTH.dec(len(batch))
+                self._count(lane, job, -1)  # their forward pass starts now
             lane.running = batch
             lane.running_size = (len(batch), sum(j.rows for j in batch), sum(j.pixels for j in batch))
             try:
@@ -342,7 +343,7 @@ class Batcher:
         """True when every request being served is already gathered or queued: waiting is futile."""
         if self._requests_in_flight is None:
             return False
-        return self._requests_in_flight() <= self._lanes[_SMALL].waiting[0] + self._lanes[_LARGE].waiting[0]
+        return self._requests_in_flight() <= self.queued_jobs()
 
     async def _execute(self, lane: _Lane, group: list[Job]) -> None:
         """One forward pass for jobs of one (runner, kind); each job gets its answer or its error."""

@@ -93,7 +93,12 @@ def to_png(pixels: np.ndarray, *, scale: int = 1, invert: bool = False) -> bytes
     the Sub filter (a pixel minus its left neighbour: zero inside each run of `scale` equal pixels)
     followed by `scale - 1` rows with the Up filter (all zeros), and zlib's run-length strategy packs
     those runs fast. A 7168 x 3584 image takes a tenth of the time Pillow's adaptive filters take, for
-    a smaller file. zlib releases the GIL while it compresses.
+    a smaller file.
+
+    The scanlines are made and compressed a block of about `_PNG_BLOCK_BYTES` at a time, in one reused
+    buffer: the thread holds the GIL only for short numpy steps (zlib releases it while compressing),
+    so encoding a big image never stalls the event loop for long, and no image-sized buffer is
+    allocated (first-touching 25 MB of fresh pages took about 90 ms with the GIL held).
     """
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -101,26 +106,33 @@ def to_png(pixels: np.ndarray, *, scale: int = 1, invert: bool = False) -> bytes
     if invert:
         grey = 255 - grey
     height, width = grey.shape
-    wide = grey.repeat(scale, axis=1) if scale > 1 else grey
-    scanlines = np.zeros((height * scale, 1 + width * scale), dtype=np.uint8)  # filter byte + pixels
-    first = scanlines[::scale]
-    first[:, 0] = _PNG_FILTER_SUB
-    first[:, 1] = wide[:, 0]
-    np.subtract(wide[:, 1:], wide[:, :-1], out=first[:, 2:])  # modulo 256, as PNG defines it
-    for repeat in range(1, scale):
-        scanlines[repeat::scale, 0] = _PNG_FILTER_UP
+    row_bytes = 1 + width * scale  # filter byte + pixels
+    step = max(1, min(height, _PNG_BLOCK_BYTES // (row_bytes * scale)))  # source rows per block
+    block = np.zeros((step * scale, row_bytes), dtype=np.uint8)  # Up rows stay all zero
+    block[:, 0] = _PNG_FILTER_UP
+    block[::scale, 0] = _PNG_FILTER_SUB
     packer = zlib.compressobj(6, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    data = packer.compress(scanlines.reshape(-1).data) + packer.flush()
+    parts = []
+    for top in range(0, height, step):
+        source = grey[top : top + step]
+        wide = source.repeat(scale, axis=1) if scale > 1 else source
+        first = block[: len(source) * scale : scale]
+        first[:, 1] = wide[:, 0]
+        np.subtract(wide[:, 1:], wide[:, :-1], out=first[:, 2:])  # modulo 256, as PNG defines it
+        parts.append(packer.compress(block[: len(source) * scale].data))
+    parts.append(packer.flush())
     header = struct.pack(">IIBBBBB", width * scale, height * scale, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
-    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    idat = b"".join(parts)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_SUB, _PNG_FILTER_UP = 1, 2
+_PNG_BLOCK_BYTES = 512 * 1024
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 # --- decoding and limits ------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ class FastPath(Protocol):
 
 
 class InFlight:
-    """How many requests this process is serving now (the batcher reads it to decide whether to wait)."""
+    """How many requests this process is serving now (the batcher reads it to decide whether to wait;
+    the `cvae_requests_in_flight` gauge is sampled from it)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -134,8 +135,7 @@ class RequestMiddleware:
                 message["headers"] = [*headers, id_header]
             await send(message)
 
-        metrics.IN_FLIGHT.inc()
-        self.in_flight.count += 1
+        self.in_flight.count += 1  # (the in-flight gauge is sampled from it: app/service.py)
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                 await self._refuse(scope, receive, send_with_id, self._too_large(), more_body=True)
@@ -147,7 +147,6 @@ class RequestMiddleware:
                 await response(scope, receive, send_with_id)
         finally:
             self.in_flight.count -= 1
-            metrics.IN_FLIGHT.dec()
             self._log(scope, status or 500, time.perf_counter() - started)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -29,6 +29,9 @@ from model.device import resolve_device
 from model.registry import Registry
 
 log = logging.getLogger("app.service")
+# The live gauges (requests in flight, jobs queued) are set from their counts this often and at every
+# scrape, not written per request: in multiprocess mode each gauge write is a write to a shared file.
+GAUGE_SAMPLE_S = 0.1
 
 
 @dataclass
@@ -39,8 +42,10 @@ class Service:
     pool: ModelPool
     batcher: Batcher
     inference: Inference
+    in_flight: InFlight | None = None
     draining: bool = False
     _poller: asyncio.Task[None] | None = field(default=None, repr=False)
+    _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, in_flight: InFlight | None = None) -> Service:
@@ -60,7 +65,7 @@ class Service:
             requests_in_flight=(lambda: in_flight.count) if in_flight else None,
         )
         inference = Inference(pool, batcher, settings.default_temperature, settings.request_timeout_s)
-        return cls(settings, pool, batcher, inference)
+        return cls(settings, pool, batcher, inference, in_flight)
 
     async def start(self) -> None:
         """Start the batcher, load the target version, start the registry poll; an empty or broken
@@ -68,6 +73,7 @@ class Service:
         torch.set_num_threads(self.settings.intra_op_threads(cuda=self.pool.device.type == "cuda"))
         metrics.DRAINING.set(0)
         self.batcher.start()
+        self._sampler = asyncio.get_running_loop().create_task(self._sample(), name="cvae-gauges")
         served = await self._sync()
         if served is None:
             log.error("no model loaded at startup, /readyz answers 503: %s", self.pool.problem)
@@ -97,12 +103,22 @@ class Service:
     async def stop(self) -> None:
         """Stop polling, drain queued inference work, then release the worker and the live metrics."""
         self.begin_drain()
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        await _cancel(self._poller)
         await self.batcher.stop()
+        await _cancel(self._sampler)
+        self.sample_gauges()
         metrics.mark_process_dead()
         log.info("inference queue drained; stopped")
+
+    def sample_gauges(self) -> None:
+        """Set the live gauges from the counts (see GAUGE_SAMPLE_S); /metrics calls it before rendering."""
+        metrics.IN_FLIGHT.set(self.in_flight.count if self.in_flight is not None else 0)
+        metrics.QUEUE_DEPTH.set(self.batcher.queued_jobs())
+
+    async def _sample(self) -> None:
+        while True:
+            self.sample_gauges()
+            await asyncio.sleep(GAUGE_SAMPLE_S)
 
     async def _poll(self) -> None:
         while True:
@@ -115,6 +131,12 @@ class Service:
         except Exception:  # never let the poll die (e.g. the registry volume is unreachable for a while)
             log.exception("registry poll failed; still serving %s", self.pool.serving)
             return self.pool.serving
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager

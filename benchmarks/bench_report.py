@@ -71,7 +71,7 @@ def _main_table(results: dict[str, Result], clients: int) -> list[str]:
         heavy = r.heavy.times(200)
         lines.append(
             f"| {kind} | {_ms(ok, 50)} | {_ms(ok, 99)} | {r.single.rps:.0f} | {r.loaded.rps:.0f} | "
-            f"{_ms(loaded, 50)} | {_ms(loaded, 99)} | {r.cpu_ms:.2f} | {errors} | "
+            f"{_ms(loaded, 50)} | {_ms(loaded, 99)} | {r.cpu_ms:.3f} | {errors} | "
             f"{pct(heavy, 50):.3f} | {max(heavy, default=float('nan')):.3f} |"
         )
     return lines
@@ -136,7 +136,7 @@ def _verdicts(results: dict[str, Result], clients: int) -> list[str]:
         ]
     if ours:
         lines.append(
-            f"- server CPU per request at {clients} clients: **{ours.cpu_ms:.2f} ms** "
+            f"- server CPU per request at {clients} clients: **{ours.cpu_ms:.3f} ms** "
             f"(target <= {TARGET_CPU_MS:g})"
         )
     if ours and ours.overload and ours.overload.hey:

@@ -15,10 +15,12 @@ import torch
 from PIL import Image
 
 from app.batching import Batcher, CostModel
+from app.connections import _OneWriteTransport
 from app.cpus import available_cpus, cgroup_quota
 from app.exceptions import Overloaded
 from app.imaging import to_png
 from app.settings import Settings
+from tests.builders.rawhttp import connect, read_response, request_head
 
 
 def test_the_fast_path_and_the_route_give_the_same_png(http: httpx.Client) -> None:
@@ -132,3 +134,75 @@ def test_auto_workers_are_the_usable_cpus_and_one_on_cuda() -> None:
     assert Settings().worker_count() == available_cpus()
     assert Settings().worker_count(cuda=True) == 1
     assert Settings(workers=3).worker_count(cuda=True) == 3
+
+
+class _Cycle:
+    response_started = False
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+def test_an_answer_s_head_and_body_go_out_in_one_write() -> None:
+    cycle, transport = _Cycle(), _Transport()
+    one = _OneWriteTransport(cycle, transport)  # type: ignore[arg-type]
+    one.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the answer starts: at once
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    one.write(b"HTTP/1.1 200 OK\r\n\r\n")  # the head: held
+    assert len(transport.writes) == 1
+    one.write(b"body")
+    assert transport.writes[1] == b"HTTP/1.1 200 OK\r\n\r\nbody"  # joined
+    one.write(b"more")  # later parts pass through
+    assert transport.writes[2:] == [b"more"] and one.get_extra_info("peername") == "info:peername"
+
+
+def test_a_held_head_is_written_before_close_and_big_bodies_are_not_copied() -> None:
+    cycle, transport = _Cycle(), _Transport()
+    cycle.response_started = True
+    one = _OneWriteTransport(cycle, transport)  # type: ignore[arg-type]
+    one.write(b"HEAD")
+    one.close()  # e.g. the app failed after starting its answer: the head still goes out, then close
+    assert transport.writes == [b"HEAD"] and transport.closed
+    big, transport = b"x" * (_OneWriteTransport.JOIN_BYTES + 1), _Transport()
+    one = _OneWriteTransport(cycle, transport)  # type: ignore[arg-type]
+    one.write(b"HEAD")
+    one.write(big)
+    assert transport.writes == [b"HEAD", big]
+
+
+def test_an_expect_100_continue_upload_is_answered(server: str) -> None:
+    """The head of `100 Continue` is not held: a client that waits for it before its body still gets
+    its answer (through the real server)."""
+    body = b'{"text": "42", "seed": 3}'
+    head = request_head(
+        "POST",
+        "/generate",
+        {"Content-Type": "application/json", "Content-Length": str(len(body)), "Expect": "100-continue"},
+    )
+    sock = connect(server)
+    try:
+        started = time.perf_counter()
+        sock.sendall(head)
+        sock.settimeout(10)
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = read_response(sock, started)
+    finally:
+        sock.close()
+    assert answer.status == 200 and answer.body.startswith(b"\x89PNG")
