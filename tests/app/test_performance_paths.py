@@ -1,5 +1,6 @@
 """The hot path's shortcuts answer exactly what the plain route answers: the /generate fast path, the
-direct PNG writer, the work-based admission of the batcher and the CPU count behind CVAE_WORKERS=auto."""
+direct PNG writer, the work-based admission of the batcher, the CPU count behind CVAE_WORKERS=auto and
+the transport that sends an answer's head and body in one write."""
 
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ def test_encode_refuses_a_format_it_does_not_serve(http: httpx.Client) -> None:
 
 @pytest.mark.parametrize("scale", [1, 2, 8])
 @pytest.mark.parametrize("invert", [False, True])
-def test_the_png_writer_matches_pillow_pixel_for_pixel(scale: int, invert: bool) -> None:
-    image = np.random.default_rng(scale).random((56, 84), dtype=np.float32)
+@pytest.mark.parametrize("shape", [(56, 84), (448, 140)])  # (448, 140): several blocks at scale 8
+def test_the_png_writer_matches_pillow_pixel_for_pixel(scale: int, invert: bool, shape: tuple) -> None:
+    image = np.random.default_rng(scale).random(shape, dtype=np.float32)
     image[:, :28] = 0  # a blank tile: long runs
     decoded = np.asarray(Image.open(io.BytesIO(to_png(image, scale=scale, invert=invert))))
     grey = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
