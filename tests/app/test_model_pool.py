@@ -21,17 +21,13 @@ def pool_of(registry: Registry, capacity: int = 2, pinned: str | None = None) ->
     return ModelPool(registry, torch.device("cpu"), capacity, pinned=pinned)
 
 
-async def synced(pool: ModelPool) -> ModelPool:
-    await pool.sync()
-    return pool
-
-
 def series(gauge) -> dict[tuple[str, ...], float]:  # noqa: ANN001
     return {k: v._value.get() for k, v in gauge._metrics.items()}
 
 
 def test_sync_loads_the_active_version(random_registry: Registry) -> None:
     pool = pool_of(random_registry)
+    metrics.MODEL_SERVING.labels("v0001").set(0)  # the gauge is process-wide: earlier tests may have set it
     with pytest.raises(NotReady, match="no active model version"):  # a request never triggers a load
         asyncio.run(pool.get(None))
     assert pool.loaded() == []
@@ -145,6 +141,7 @@ def test_a_pinned_version_not_published_yet_is_waited_for(random_registry: Regis
         with pytest.raises(NotReady, match="v0003"):
             await pool.get(None)
         make_random_registry(random_registry.root, versions=1, seed=7)  # publishes v0003 (and promotes it)
+        random_registry.promote("v0001")  # the pin, not the active version, decides what is served
         assert await pool.sync() == "v0003"
 
     asyncio.run(body())
