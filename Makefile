@@ -1,6 +1,6 @@
 # The project's commands. On a fresh clone (Python 3.11+ and make, nothing else):
 #   make serve    install, seed an empty registry with the shipped pretrained model, serve on http://127.0.0.1:8000
-#   make test     install what the tests need (Python packages, Debian chromium and prometheus), run them all
+#   make test     install what the tests need (Python packages, Debian chromium, prometheus, haproxy), run them all
 # Both are idempotent: the virtualenv, the installs (stamp files keyed on pyproject.toml) and the trained
 # model are reused by later runs. `make help` lists every target.
 
@@ -150,7 +150,7 @@ lint: $(STAMPS)/lint-$(KEY) ## ruff check, ruff format --check and mypy (configu
 	$(call say,mypy app model training loadtest)
 	$(PY) -m mypy app model training loadtest
 
-bench: $(STAMPS)/test-$(KEY) deps-hey ## the /generate benchmark (batched vs naive); figures into docs/performance.md
+bench: $(STAMPS)/test-$(KEY) deps-hey ## the /generate benchmark (project vs the plain server, with hey); figures into docs/performance.md
 	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
 	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
 

@@ -23,7 +23,6 @@ from app.exceptions import (
     ClientGone,
     InferenceTimeout,
     InvalidInput,
-    NotFound,
     NotReady,
     Overloaded,
     PayloadTooLarge,
@@ -55,7 +54,7 @@ def http_error_for(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
     if isinstance(exc, imaging.ImageError):
         status = next((s for cls, s in _IMAGE_STATUS.items() if isinstance(exc, cls)), 422)
         return status, detail, {}
-    if isinstance(exc, (VersionNotFoundError, NotFound)):
+    if isinstance(exc, VersionNotFoundError):
         return 404, detail, {}
     if isinstance(exc, CheckpointError):
         return 422, f"this model version cannot be loaded: {detail}", {}

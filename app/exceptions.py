@@ -19,10 +19,6 @@ class InvalidInput(ServiceError, ValueError):
     """A field is well-formed but does not fit the model (e.g. `style` of the wrong length)."""
 
 
-class NotFound(ServiceError):
-    """Something the request names does not exist (e.g. an artifact a version does not have)."""
-
-
 class PayloadTooLarge(ServiceError):
     """The request body exceeds `max_body_bytes`."""
 

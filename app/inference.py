@@ -200,13 +200,12 @@ class Inference:
         *,
         scale: int = 1,
         invert: bool = False,
-        deadline: float | None = None,
         disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> Generated:
         """Handwriting of `text` (checked by `app.limits.check_text`), `samples` rows, reproducible from
-        (seed, parameters, version). `deadline` (a `time.perf_counter()` reading, default now + the
-        request timeout) covers the whole computation; `disconnected` completes when the client leaves."""
-        deadline = time.perf_counter() + self.timeout_s if deadline is None else deadline
+        (seed, parameters, version). The request timeout covers the whole computation; `disconnected`
+        completes when the client leaves."""
+        deadline = time.perf_counter() + self.timeout_s
         seed = self._seeds.getrandbits(63) if seed is None else seed
         engine = await self.pool.get(version)
         if temperature is None:

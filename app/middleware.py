@@ -33,13 +33,6 @@ _DRAIN_BYTES = 64 * 1024 * 1024
 _DRAIN_SECONDS = 5.0
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 class FastPath(Protocol):
     """A request served without the app's routing (app/api/fastpath.py), handing anything else to it."""
 

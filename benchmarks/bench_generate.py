@@ -80,7 +80,6 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
 SERVER_SETTINGS: dict[str, dict[str, Any]] = {  # CVAE_* settings of the service kinds
     "project": {"workers": "auto"},  # what `make serve` runs: every setting at its default
     "batched": {"workers": 1},  # one worker (the soak and the quality tools)
-    "unbatched": {"max_batch_size": 1, "max_batch_wait_ms": 0, "workers": 1},
     "batched-2w": {"workers": 2},
 }
 
@@ -90,7 +89,7 @@ def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
     """Start one server kind with the settings `make serve` uses; yields (base URL, pid)."""
     port = free_port()
     command: Sequence[str] = APP_COMMAND
-    if kind in ("naive", "plain"):
+    if kind == "plain":
         command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
     with start_server(
         registry, port=port, command=command, log_path=log, timeout_s=120, **SERVER_SETTINGS.get(kind, {})

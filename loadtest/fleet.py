@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loadtest.processes import StartError, free_port, log_tail, spawn, stop
 from loadtest.server import ServerProcess, start_server
@@ -34,10 +35,9 @@ class Replica:
     name: str
     registry: Path
     log_path: Path
-    settings: dict[str, object]
+    settings: dict[str, Any]  # Settings fields, as start_server takes them
     port: int = field(default_factory=free_port)
     server: ServerProcess | None = None
-    exit_codes: list[int | None] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -45,21 +45,17 @@ class Replica:
 
     def start(self) -> None:
         """Start the service on this replica's port and wait until /readyz answers 200."""
-        settings = {f"CVAE_{name.upper()}": str(value) for name, value in self.settings.items()}
-        self.server = start_server(self.registry, port=self.port, log_path=self.log_path, env=settings)
+        self.server = start_server(self.registry, port=self.port, log_path=self.log_path, **self.settings)
 
     def terminate(self, grace_s: float = 60.0) -> int | None:
         """SIGTERM (the replica drains), wait for its exit; returns the exit code."""
-        code = self.server.stop(grace_s) if self.server else None
-        self.exit_codes.append(code)
-        return code
+        return self.server.stop(grace_s) if self.server else None
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a crash, nothing drains."""
         if self.server and self.server.process.poll() is None:
             os.killpg(self.server.process.pid, signal.SIGKILL)
             self.server.process.wait(10)
-            self.exit_codes.append(self.server.process.returncode)
 
     def alive(self) -> bool:
         return self.server is not None and self.server.process.poll() is None

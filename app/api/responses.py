@@ -1,5 +1,5 @@
-"""Helpers shared by the inference routes (and the /generate fast path): PNG rendering off the event
-loop, timing blocks and headers, the client-disconnect waiter."""
+"""Helpers shared by the inference routes (and the /generate fast path): timing blocks and headers, the
+one /generate call, the client-disconnect waiter."""
 
 from __future__ import annotations
 
@@ -8,23 +8,11 @@ import base64
 import time
 from collections.abc import Awaitable, Callable
 
-import numpy as np
 from starlette.types import Receive
 
-from app import imaging
 from app.batching import BatchStats
 from app.inference import Generated, Inference
 from app.schemas import GenerateRequest, InferenceMetrics
-
-# Encoding a PNG of more pixels than this runs on a worker thread, so big images do not stall the loop.
-_INLINE_PNG_PIXELS = 200_000
-
-
-async def render_png(pixels: np.ndarray, *, scale: int = 1, invert: bool = False) -> bytes:
-    """8-bit grayscale PNG of an image in [0, 1], upscaled and optionally inverted."""
-    if pixels.size * scale * scale <= _INLINE_PNG_PIXELS:
-        return imaging.to_png(pixels, scale=scale, invert=invert)
-    return await asyncio.to_thread(imaging.to_png, pixels, scale=scale, invert=invert)
 
 
 def b64(data: bytes) -> str:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app import imaging
 from app.api.deps import FormatQuery, ServiceDep, VersionQuery
-from app.api.responses import b64, render_png, timing, timing_headers
+from app.api.responses import b64, timing, timing_headers
 from app.exceptions import InvalidInput
 from app.inference import Encoded
 from app.limits import MAX_SCALE
@@ -107,7 +107,7 @@ async def reconstruct_digit(
     started = time.perf_counter()
     pixels = await read_digit(file, service)
     result = await service.inference.encode(pixels, label, version)
-    png = await render_png(result.reconstruction, scale=scale, invert=invert)
+    png = imaging.to_png(result.reconstruction, scale=scale, invert=invert)  # at most 224 x 224
     spent = encode_metrics(result, started)
     headers = {
         **timing_headers(result.version, spent.inference_ms),
@@ -128,7 +128,7 @@ async def reconstruct_digit(
         width=IMAGE_SIDE * scale,
         height=IMAGE_SIDE * scale,
         image_png_base64=b64(png),
-        input_png_base64=b64(await render_png(pixels)),
+        input_png_base64=b64(imaging.to_png(pixels)),
         metrics=spent,
     )
     return JSONResponse(payload.model_dump(), headers=headers)
