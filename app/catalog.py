@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from model.checkpoint import METADATA_FILE
-from model.registry import VERSION_PATTERN, Registry, VersionInfo
+from model.registry import Registry, VersionInfo
 
 BULKY_FIELDS = ("history",)  # per-epoch lists: most of a metadata.json's size
 REVALIDATE_S = 5.0
@@ -52,16 +52,7 @@ class VersionCatalog:
             if valid is not None:
                 return valid
             root_stamp = _stamp(self.registry.root)
-            entries = []
-            if root_stamp is not None:
-                with os.scandir(self.registry.root) as scan:
-                    # a symlink (which could point anywhere) is no version: DirEntry knows without a stat
-                    entries = [
-                        e.name
-                        for e in scan
-                        if VERSION_PATTERN.match(e.name) and e.is_dir(follow_symlinks=False)
-                    ]
-            names = sorted(entries, key=lambda n: int(n[1:]))
+            names = self.registry.version_names()
             fresh: dict[str, tuple[_Stamp, VersionInfo]] = {}
             for name in names:
                 stamp = _stamp(self.registry.root / name / METADATA_FILE)

@@ -17,9 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.cpus import available_cpus
 from model.config import IMAGE_PIXELS
+from model.registry import VERSION_PATTERN
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
-VERSION_NAME = re.compile(r"^v\d{4,}$")  # the registry's version names (model/registry.py)
 
 
 class Settings(BaseSettings):
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     def _check_version(cls, value: object) -> object:
         if value in ("", None):
             return None
-        if not isinstance(value, str) or not VERSION_NAME.match(value.strip()):
+        if not isinstance(value, str) or not VERSION_PATTERN.match(value.strip()):
             raise ValueError("model_version must name a registry version such as v0003")
         return value.strip()
 

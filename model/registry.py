@@ -95,9 +95,11 @@ class Registry:
         """Names of the complete versions, oldest first."""
         if not self.root.is_dir():
             return []
-        names = [
-            p.name for p in self.root.iterdir() if VERSION_PATTERN.match(p.name) and self._is_version(p.name)
-        ]
+        with os.scandir(self.root) as scan:
+            # a symlink (which could point anywhere) is no version: DirEntry knows without a stat
+            names = [
+                e.name for e in scan if VERSION_PATTERN.match(e.name) and e.is_dir(follow_symlinks=False)
+            ]
         return sorted(names, key=lambda n: int(n[1:]))
 
     def _is_version(self, name: str) -> bool:

@@ -96,6 +96,8 @@ def test_fleet_settings_have_their_defaults_and_bounds() -> None:
     for bad in (
         {"model_version": "latest"},
         {"model_version": "../v0001"},
+        {"model_version": "v" + "1" * 13},  # longer than any registry version name
+        {"model_version": "v\u0661\u0662\u0663\u0664"},  # Arabic-Indic digits: not a version name
         {"registry_poll_s": -1},
         {"drain_delay_s": -0.5},
     ):

@@ -160,3 +160,14 @@ def test_an_artifact_is_published_and_replaced_whole(tmp_path: Path) -> None:
     for bad in ("v0001", "../x", ".staging-1"):
         with pytest.raises(RegistryError):
             registry.artifact_path(bad)
+
+
+def test_a_registry_root_that_is_a_file_lists_no_versions(tmp_path: Path) -> None:
+    """A misconfigured root (a file) is an empty registry for the listing and its cache, not an error."""
+    from app.catalog import VersionCatalog
+
+    root = tmp_path / "registry"
+    root.write_text("not a directory")
+    registry = Registry(root)
+    assert registry.version_names() == []
+    assert VersionCatalog(registry).refresh() == []
