@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.api.deps import ServiceDep
+from app.model_pool import Catalog
 from app.oip import infer
 from app.oip.errors import ProtocolRoute
 from app.oip.models import MODELS, ModelSpec, TensorSpec
@@ -28,8 +29,6 @@ from app.oip.protocol import (
     TensorMetadata,
 )
 from app.service import Service
-from model.checkpoint import VersionMetadata, read_metadata
-from model.errors import CheckpointError
 
 SERVER_NAME = "cvae-digits"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -52,12 +51,13 @@ def model_spec(name: str) -> ModelSpec:
     return spec
 
 
-def _latent_dim(service: Service, version: str) -> int:
-    """The version's latent size from its metadata (-1 when it cannot be read)."""
-    try:
-        return VersionMetadata.from_record(read_metadata(service.pool.registry.path(version))).latent_dim
-    except CheckpointError:
-        return -1
+def _latent_dim(catalog: Catalog, version: str) -> int:
+    """A resolved version's latent size from the pool's cached catalog (-1 when its metadata cannot be
+    read, or when the version vanished since it was resolved)."""
+    for entry in catalog.versions:
+        if entry.name == version:
+            return entry.info.latent_dim if entry.info is not None else -1
+    return -1
 
 
 def _tensors(specs: tuple[TensorSpec, ...], latent_dim: int) -> list[TensorMetadata]:
@@ -91,11 +91,12 @@ async def get_server_ready(service: ServiceDep) -> Response:
 # -- models ----------------------------------------------------------------------------------------------
 async def model_metadata(service: Service, name: str, version: str | None) -> ModelMetadata:
     spec = model_spec(name)
-    resolved = service.pool.registry.resolve(version)
-    latent_dim = _latent_dim(service, resolved)
+    resolved = service.pool.registry.resolve(version)  # 404 unknown version, 503 no active one
+    catalog = await service.pool.catalog()  # cached metadata, rebuilt off the event loop
+    latent_dim = _latent_dim(catalog, resolved)
     return ModelMetadata(
         name=spec.name,
-        versions=service.pool.registry.version_names(),
+        versions=[entry.name for entry in catalog.versions],
         platform=PLATFORM,
         inputs=_tensors(spec.inputs, latent_dim),
         outputs=_tensors(spec.outputs, latent_dim),
@@ -251,9 +252,10 @@ async def post_repository_index(request: Request, service: ServiceDep) -> JSONRe
     """Every model at every registry version: READY when loaded, else UNAVAILABLE with the reason."""
     raw = await request.body()  # JSON whatever the Content-Type says, or nothing (as tritonclient sends)
     body = RepositoryIndexRequest.model_validate_json(raw) if raw.strip() else RepositoryIndexRequest()
-    loaded = set(service.pool.loaded())
+    catalog = await service.pool.catalog()  # cached metadata, rebuilt off the event loop
+    loaded = set(catalog.loaded)
     entries = []
-    for info in service.pool.registry.versions():
+    for info in catalog.versions:
         if info.name in loaded:
             state, reason = "READY", ""
         elif info.error:

@@ -7,19 +7,29 @@ same inputs: a seeded decoder row is the /generate PNG's pixels, an encoded digi
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
+import torch
 import tritonclient.http as triton
+from fastapi import FastAPI
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from app.model_pool import ModelPool
+from app.oip import routes as oip_routes
+from model.checkpoint import VersionMetadata, read_metadata
+from model.errors import CheckpointError
 from model.registry import Registry
 from tests.builders.images import digit_png
 from tests.builders.metrics import scrape, value
+from tests.builders.models import make_random_registry
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -385,3 +395,78 @@ def test_concurrent_protocol_requests_are_counted_and_batch_independent(
         for i in (0, 13, 31):
             alone = one.infer(DECODER, requests[i], model_version=active_version).as_numpy("pixels")
             assert np.array_equal(alone, results[i])
+
+
+# -- metadata and repository index from the pool's catalog (in process, no server) ---------------------
+def _oip_app(registry: Registry) -> FastAPI:
+    """The /v2 router alone over a model pool of `registry` (nothing loaded)."""
+    app = FastAPI()
+    app.include_router(oip_routes.router)
+    app.state.service = SimpleNamespace(pool=ModelPool(registry, torch.device("cpu"), 2))
+    return app
+
+
+def _get_all(app: FastAPI, calls: list[tuple[str, str]]) -> list[httpx.Response]:
+    async def body() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [await client.request(method, path) for method, path in calls]
+
+    return asyncio.run(body())
+
+
+def test_metadata_and_index_of_good_broken_and_unknown_versions(tmp_path: Path) -> None:
+    """The latent size comes from the cached catalog: -1 for a version whose metadata cannot be read,
+    as reading metadata.json directly gives; the index calls that version unreadable."""
+    registry = make_random_registry(tmp_path / "registry", versions=2)
+    (registry.root / "v0003").mkdir()
+    (registry.root / "v0003" / "metadata.json").write_text("{not json")
+    app = _oip_app(registry)
+
+    def expected_dim(version: str) -> int:  # what reading the file gives
+        try:
+            return VersionMetadata.from_record(read_metadata(registry.path(version))).latent_dim
+        except CheckpointError:
+            return -1
+
+    dims = {v: expected_dim(v) for v in ("v0001", "v0002", "v0003")}
+    assert dims["v0001"] > 0 and dims["v0003"] == -1
+    active, *versions, unknown, index = _get_all(
+        app,
+        [
+            ("GET", f"/v2/models/{DECODER}"),
+            *[("GET", f"/v2/models/{DECODER}/versions/{v}") for v in dims],
+            ("GET", f"/v2/models/{DECODER}/versions/v9999"),
+            ("POST", "/v2/repository/index"),
+        ],
+    )
+    for response, version in zip([active, *versions], ["v0001", *dims], strict=True):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["versions"] == ["v0001", "v0002", "v0003"]
+        shapes = {t["name"]: t["shape"] for t in body["inputs"]}
+        assert shapes["latents"] == [-1, dims[version]] and shapes["labels"] == [-1]
+    assert unknown.status_code == 404 and unknown.json() == {"error": "unknown model version 'v9999'"}
+    assert index.status_code == 200
+    reasons = {(e["name"], e["version"]): (e["state"], e["reason"]) for e in index.json()}
+    assert reasons == {
+        (name, version): (
+            "UNAVAILABLE",
+            "the version cannot be read"
+            if version == "v0003"
+            else "not loaded; its first inference request loads it",
+        )
+        for name in (DECODER, ENCODER, TEXT)
+        for version in dims
+    }
+
+    # a newly published version is listed at once (the registry root changed), and without an active
+    # pointer the active version's metadata is 503 as before
+    make_random_registry(tmp_path / "more", versions=1)
+    (tmp_path / "more" / "v0001").rename(registry.root / "v0004")
+    (registry.root / "active").unlink()
+    fresh, no_active = _get_all(
+        app, [("GET", f"/v2/models/{DECODER}/versions/v0004"), ("GET", f"/v2/models/{DECODER}")]
+    )
+    assert fresh.status_code == 200 and fresh.json()["versions"] == ["v0001", "v0002", "v0003", "v0004"]
+    assert no_active.status_code == 503 and "no active version" in no_active.json()["error"]
