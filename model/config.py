@@ -42,13 +42,11 @@ class CVAEConfig:
     num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
-        self._check_bounds()
-        if self.latent_dim < 1 or not self.encoder_hidden or not self.decoder_hidden:
-            raise ValueError("latent_dim must be >= 1 and both MLPs need at least one hidden layer")
-        if min(self.encoder_hidden + self.decoder_hidden) < 1:
-            raise ValueError("hidden widths must be >= 1")
-        if {self.decoder, self.encoder} - {"mlp", "conv"} or len(self.conv_channels) != 2:
-            raise ValueError("encoder and decoder must be 'mlp' or 'conv' (with two conv_channels)")
+        self._check_bounds()  # latent_dim, every width and the two conv_channels are checked there
+        if not self.encoder_hidden or not self.decoder_hidden:
+            raise ValueError("both MLPs need at least one hidden layer")
+        if {self.decoder, self.encoder} - {"mlp", "conv"}:
+            raise ValueError("encoder and decoder must be 'mlp' or 'conv'")
 
     def _check_bounds(self) -> None:
         """Types and sizes within the bounds above (ValueError), checked by arithmetic only."""

@@ -117,10 +117,7 @@ def print_summary(result: JobResult) -> None:
         lines.append(f"  importance-weighted NLL (k={m['iw_samples']}) {m['val_iw_nll']:.2f} nats")
     if "conditional_accuracy" in m:
         ca = m["conditional_accuracy"]
-        lines.append(
-            f"  conditional accuracy at the default temperature {ca['temperature']} {ca['overall']:.2%} "
-            f"(worst digit {min(ca['per_class']):.2%})"
-        )
+        lines.append(f"  conditional accuracy at the default temperature {ca['temperature']} {_pct(ca)}")
         by_t = m.get("conditional_accuracy_by_temperature", {})
         lines.append(
             "  by temperature: "

@@ -205,5 +205,4 @@ def evaluate(
             model, classifier, *test, iw_samples=iw_samples, seed=seed, name="test", progress=progress
         )
         metrics.update({f"test_{k}": v for k, v in figures.items()})
-        metrics["test_judge_accuracy"] = float((read_as(classifier, test[0]) == test[1]).float().mean())
     return metrics

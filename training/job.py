@@ -28,7 +28,7 @@ from training.config import JobConfig
 from training.data import Digits, load_data, split
 from training.distributed import World, device_for, process_group, world_from_env
 from training.evaluate import elbo_metrics, evaluate
-from training.judge import load_or_train_judge, to_tensors
+from training.judge import accuracy, load_or_train_judge, to_tensors
 from training.loop import train
 from training.plots import save_samples_png, save_training_png
 from training.presets import preset
@@ -204,8 +204,8 @@ def _evaluate(
         progress=config.progress,
     )
     metrics["classifier"] = {"key": key, "val_accuracy": judge["val_accuracy"]}
-    if "test_judge_accuracy" in metrics:
-        metrics["classifier"]["test_accuracy"] = metrics.pop("test_judge_accuracy")
+    if "test" in splits:
+        metrics["classifier"]["test_accuracy"] = accuracy(classifier, *splits["test"])
     metrics["evaluated_on"] = "test" if "test" in splits else "validation"
     return metrics
 

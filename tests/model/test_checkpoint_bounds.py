@@ -61,3 +61,26 @@ def test_the_bound_admits_the_presets_and_refuses_a_huge_network() -> None:
         assert preset(name).parameter_bound() < MAX_PARAMETERS
     with pytest.raises(ValueError, match="parameters"):
         CVAEConfig(encoder_hidden=(8192,) * 3, decoder_hidden=(8192,) * 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"latent_dim": 0}, "latent_dim must be an integer from 1"),
+        ({"latent_dim": -3}, "latent_dim must be an integer from 1"),
+        ({"encoder_hidden": (64, 0)}, r"encoder_hidden\[1\] must be an integer from 1"),
+        ({"decoder_hidden": (-1,)}, r"decoder_hidden\[0\] must be an integer from 1"),
+        ({"conv_channels": (64,)}, "conv_channels must have two values"),
+        ({"conv_channels": (64, 32, 16)}, "conv_channels must have two values"),
+        ({"encoder_hidden": ()}, "both MLPs need at least one hidden layer"),
+        ({"decoder_hidden": ()}, "both MLPs need at least one hidden layer"),
+        ({"encoder": "transformer"}, "'mlp' or 'conv'"),
+        ({"decoder": "rnn", "conv_channels": (16, 8)}, "'mlp' or 'conv'"),
+    ],
+)
+def test_every_bad_config_is_a_value_error(change: dict, message: str) -> None:
+    """Sizes, widths and conv_channels fail the bounds check; empty MLPs and unknown kinds fail later."""
+    with pytest.raises(ValueError, match=message):
+        CVAEConfig(**change)
+    with pytest.raises(CheckpointError, match="config is invalid"):  # the same, read from a checkpoint
+        CVAEConfig.from_dict({**CVAEConfig().to_dict(), **change})

