@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.batching import Batcher
-from app.engine import Engine
+from app.engine import ROWS_PER_TILE, SHORT_TILES, Engine, matching_tiles, tile_bounds
 from app.exceptions import InvalidInput
 from app.inference import Inference, paint, plan_generation
 from app.model_pool import ModelPool
@@ -58,7 +58,9 @@ def test_paint_places_tiles_and_leaves_spaces_black() -> None:
 
 @pytest.fixture
 def engine(random_registry: Registry) -> Engine:
-    return Engine("v0001", random_registry.load("v0001"), torch.device("cpu"))
+    engine = Engine("v0001", random_registry.load("v0001"), torch.device("cpu"))
+    engine.warm_up()  # as the pool does: it also proves which short last tiles are exact here
+    return engine
 
 
 def test_a_row_is_identical_whatever_batch_it_shares(engine: Engine) -> None:
@@ -72,6 +74,46 @@ def test_a_row_is_identical_whatever_batch_it_shares(engine: Engine) -> None:
         (batch,) = engine.run("decode", others, labels)
         assert batch.shape == (n, 784)
         assert torch.equal(batch[n // 2], alone[0])  # bit for bit: fixed-shape tiles
+
+
+@pytest.mark.parametrize("kind", ["decode", "encode"])
+def test_every_row_of_any_batch_has_the_bits_of_a_full_tile(engine: Engine, kind: str) -> None:
+    """Whatever the batch size (short last tiles included), a row's outputs are those of its row in a
+    full ROWS_PER_TILE-row pass of the model."""
+    width = engine.latent_dim if kind == "decode" else 784
+    x = torch.randn(48, width) if kind == "decode" else torch.rand(48, width)
+    y = torch.randint(0, 10, (48,))
+    step = engine.decode_rows if kind == "decode" else engine.encode_rows
+    tiles = [step(x[i : i + ROWS_PER_TILE], y[i : i + ROWS_PER_TILE]) for i in (0, 16, 32)]
+    full = [torch.cat(parts) for parts in zip(*tiles, strict=True)]
+    for rows in range(1, 41):
+        start = 48 - rows if rows % 3 else 0  # the rows of full tiles at different offsets
+        outputs = engine.run(kind, x[start : start + rows], y[start : start + rows])
+        for got, want in zip(outputs, full, strict=True):
+            assert torch.equal(got, want[start : start + rows]), (kind, rows)
+
+
+def test_short_tiles_are_kept_only_when_they_give_the_full_tiles_bits() -> None:
+    weight = torch.randn(7, 5)
+
+    def exact(x: torch.Tensor) -> tuple[torch.Tensor]:  # row by row: no dependence on the shape
+        return (torch.stack([row @ weight for row in x]),)
+
+    def shape_dependent(x: torch.Tensor) -> tuple[torch.Tensor]:  # what BLAS kernels can do
+        return (x @ weight + len(x) * 1e-3,)
+
+    probes = [(torch.randn(ROWS_PER_TILE, 7),) for _ in range(2)]
+    assert matching_tiles(exact, probes, SHORT_TILES) == SHORT_TILES
+    assert matching_tiles(shape_dependent, probes, SHORT_TILES) == ()
+
+
+def test_tile_bounds_pad_only_the_last_tile_to_the_smallest_verified_size() -> None:
+    assert tile_bounds(2, (4, 8)) == [(0, 4)]
+    assert tile_bounds(5, (4, 8)) == [(0, 8)]
+    assert tile_bounds(9, (4, 8)) == [(0, 16)]  # no verified size holds 9 rows: a full tile
+    assert tile_bounds(34, (4, 8)) == [(0, 16), (16, 32), (32, 36)]
+    assert tile_bounds(32, (4, 8)) == [(0, 16), (16, 32)]
+    assert tile_bounds(3, ()) == [(0, 16)]  # nothing verified: every tile is full
 
 
 def test_encode_rows_match_the_model_loss(engine: Engine) -> None:
