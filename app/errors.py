@@ -29,7 +29,7 @@ from app.exceptions import (
     ServiceError,
     redact,
 )
-from app.logs import current_request_id
+from app.logs import current_request_id, note_refusal
 from model.errors import CheckpointError, ModelError, RegistryError, VersionNotFoundError
 
 log = logging.getLogger("app.errors")
@@ -124,12 +124,14 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 
 def domain_error_response(exc: Exception, path: str = "") -> JSONResponse | None:
-    """The answer to a known domain error on `path` (logged as a refusal), None for anything else."""
+    """The answer to a known domain error on `path`, None for anything else. The error and its detail
+    go on the request's access line (one line a request), or on a line of their own outside a request."""
     mapped = http_error_for(exc)
     if mapped is None:
         return None
     status, detail, headers = mapped
-    log.info("request refused", extra={"status": status, "error": type(exc).__name__, "detail": detail})
+    if not note_refusal(type(exc).__name__, detail):
+        log.info("request refused", extra={"status": status, "error": type(exc).__name__, "detail": detail})
     return error_response(status, detail, headers, path)
 
 

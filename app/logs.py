@@ -13,6 +13,10 @@ import time
 from typing import Any
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# Why the request being served was refused, for its access line: (error, detail), set by the error mapping.
+_refusal: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "refusal", default=None
+)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
@@ -33,6 +37,23 @@ def current_request_id() -> str:
 def set_request_id(request_id: str) -> contextvars.Token[str]:
     """Bind a request id to the current context (the middleware calls this)."""
     return _request_id.set(request_id)
+
+
+def collect_refusal() -> list[tuple[str, str]]:
+    """Start collecting the refusal of the request being served (the middleware calls this and puts
+    what `note_refusal` added on the request's access line)."""
+    refusal: list[tuple[str, str]] = []
+    _refusal.set(refusal)
+    return refusal
+
+
+def note_refusal(error: str, detail: str) -> bool:
+    """Record why the request being served is refused; False when no access line will carry it."""
+    refusal = _refusal.get()
+    if refusal is None:
+        return False
+    refusal.append((error, detail))
+    return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 from app.errors import error_response, http_error_for, unexpected_error_response
 from app.exceptions import BodyTimeout, PayloadTooLarge
-from app.logs import access_record, set_request_id
+from app.logs import access_record, collect_refusal, set_request_id
 
 log = logging.getLogger("app.access")
 
@@ -115,6 +115,7 @@ class RequestMiddleware:
         request_id = given if given and _VALID_REQUEST_ID.match(given) else self._ids.next()
         id_header = (_REQUEST_ID, request_id.encode())
         set_request_id(request_id)
+        refusal = collect_refusal()
         status = 0  # 0 until the response starts
         started = time.perf_counter()
 
@@ -140,7 +141,7 @@ class RequestMiddleware:
                 await response(scope, receive, send_with_id)
         finally:
             self.in_flight.count -= 1
-            self._log(scope, status or 500, time.perf_counter() - started)
+            self._log(scope, status or 500, time.perf_counter() - started, refusal)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app, reading its body under the size and time limits."""
@@ -182,12 +183,18 @@ class RequestMiddleware:
         else:
             await self.app(scope, counting_receive, guarded_send)
 
-    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+    def _log(self, scope: Scope, status: int, seconds: float, refusal: list[tuple[str, str]]) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         self._observed.observe(endpoint, scope["method"], status, seconds)
         if log.isEnabledFor(logging.INFO):
-            extra = {"status": status, "duration_ms": round(seconds * 1000, 3), "endpoint": endpoint}
+            extra: dict[str, Any] = {
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "endpoint": endpoint,
+            }
+            if refusal:  # a domain error's name and detail (app/errors.py), on this one line
+                extra["error"], extra["detail"] = refusal[-1]
             log.handle(access_record(log, "%s %s %d", (scope["method"], scope["path"], status), extra))
 
     def _too_large(self) -> PayloadTooLarge:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -11,7 +13,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from app import imaging
-from app.errors import http_error_for, install_error_handlers
+from app.errors import domain_error_response, http_error_for, install_error_handlers
 from app.exceptions import (
     InferenceTimeout,
     InvalidInput,
@@ -115,6 +117,39 @@ def test_overload_is_503_with_retry_after() -> None:
     response = _call("GET", "/full")
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json()["detail"] == "queue full"
+
+
+@pytest.fixture
+def app_records() -> Iterator[list[logging.LogRecord]]:
+    """The records the `app` loggers write at INFO, while the test runs."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("app")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_refused_request_logs_one_access_line_with_the_reason(app_records: list[logging.LogRecord]) -> None:
+    response = _call("GET", "/full")
+    assert response.status_code == 503
+    (line,) = app_records  # the access line only: no second line for the refusal
+    assert line.name == "app.access" and line.getMessage() == "GET /full 503"
+    assert (line.status, line.error, line.detail) == (503, "Overloaded", "queue full")  # type: ignore[attr-defined]
+
+
+def test_a_refusal_outside_a_request_gets_a_line_of_its_own(app_records: list[logging.LogRecord]) -> None:
+    response = domain_error_response(Overloaded("queue full"), "/generate")
+    assert response is not None and response.status_code == 503
+    (line,) = app_records
+    assert line.name == "app.errors" and line.getMessage() == "request refused"
+    assert (line.error, line.detail) == ("Overloaded", "queue full")  # type: ignore[attr-defined]
 
 
 def test_unknown_routes_are_json_404() -> None:
