@@ -16,6 +16,11 @@ rates measured at start-up and followed as the threads work). A job is refused a
 would end after its deadline, or when `max_queue_depth` jobs already wait. The margin covers what
 the estimate cannot see: a burst shares the cores with the HTTP side and the other lane.
 
+A small job that is the only request the process is serving, with both lanes idle, is computed right
+away on the event loop (`_run_alone`): for one client the two thread hand-offs cost more than the
+job. The check is made again after one turn of the loop, so requests that arrived together see each
+other and batch.
+
 A lane's worker takes the next job, gathers more (small lane) until `max_batch_size` jobs, the row
 budget or `max_batch_wait_ms` (it does not wait when no other request is being served), and runs the
 batch on its thread: one forward pass per (engine, kind) group, each job getting its own rows. Jobs
@@ -54,6 +59,10 @@ Outputs = tuple[torch.Tensor, ...]
 SMALL_JOB_ROWS = 256
 SMALL_JOB_PIXELS = 2_000_000
 ADMISSION_MARGIN = 2.0
+# A job this small, when it is the only request in the process, is computed on the event loop itself
+# (about a millisecond at most): no thread hand-off there and back.
+ALONE_MAX_ROWS = 16
+ALONE_MAX_PIXELS = 100_000
 WATCH_CLIENT_AFTER_S = 0.25  # watch for a disconnect only when the estimated wait is longer than this
 LARGE_LANE_NICE = 10  # OS priority offset of the large lane's thread
 _SMALL, _LARGE = 0, 1
@@ -229,6 +238,10 @@ class Batcher:
         ahead = self._admit(now, own, lane, deadline)
         loop = asyncio.get_running_loop()
         job = Job(runner, kind, rows, deadline, loop.create_future(), inputs, prepare, finish, pixels, index)
+        if rows <= ALONE_MAX_ROWS and pixels <= ALONE_MAX_PIXELS and self._alone():
+            await asyncio.sleep(0)  # requests that arrived with this one start (and are counted) first
+            if self._alone():
+                return self._run_alone(job)
         self._enqueue(lane, job)
         try:
             if disconnected is not None and ahead + own > WATCH_CLIENT_AFTER_S:
@@ -239,6 +252,23 @@ class Batcher:
             raise InferenceTimeout(
                 f"no result within the {deadline - now:.3g} s request timeout; retry shortly"
             ) from None
+
+    def _alone(self) -> bool:
+        """True when this process serves no other request and both lanes are idle: a small job then
+        costs less computed right here than through the two thread hand-offs, and nothing waits
+        behind it (requests arriving meanwhile wait at most its compute time, then batch)."""
+        if self._requests_in_flight is None or self._requests_in_flight() != 1:
+            return False
+        return not any(lane.waiting[0] or lane.running for lane in self._lanes)
+
+    def _run_alone(self, job: Job) -> tuple[Any, BatchStats]:
+        """A lone small job computed on the calling (event-loop) thread, as its lane's thread would."""
+        started = time.perf_counter()
+        ((ok, answer),), compute = _compute([job], self.cost)
+        _record(job.kind, [job], started, compute)
+        if not ok:
+            raise answer
+        return answer, BatchStats((started - job.enqueued) * 1000, compute * 1000, 1, job.rows)
 
     def _admit(self, now: float, own: float, lane: _Lane, deadline: float) -> float:
         """The estimated seconds of work ahead of a new job in `lane`, or Overloaded."""

@@ -121,6 +121,45 @@ def test_a_lone_request_skips_the_wait_when_nobody_else_is_being_served() -> Non
     run(body())
 
 
+def test_the_only_request_in_flight_is_computed_on_the_loop_without_a_hand_off() -> None:
+    async def body() -> None:
+        in_flight = [1]
+        batcher = Batcher(64, 500, 100, requests_in_flight=lambda: in_flight[0])
+        batcher.start()
+        runner = Doubler()
+        outputs, stats = await batcher.submit(runner, "decode", rows(1, 2), 5)
+        assert outputs[0].flatten().tolist() == [2, 4] and stats.batch_size == 1
+        assert runner.threads == {threading.current_thread().name}  # the loop's own thread
+        in_flight[0] = 2  # another request is being served: the lane's thread, where it can batch
+        await batcher.submit(runner, "decode", rows(3), 5)
+        assert runner.threads == {threading.current_thread().name, "cvae-inference_0"}
+        await batcher.stop()
+
+    run(body())
+
+
+def test_requests_arriving_together_batch_instead_of_running_alone_one_by_one() -> None:
+    async def body() -> None:
+        in_flight = [0]
+        batcher = Batcher(64, 500, 100, requests_in_flight=lambda: in_flight[0])
+        batcher.start()
+        runner = Doubler(delay_s=0.01)
+
+        async def request(i: int) -> None:  # what the middleware does: count, then submit
+            in_flight[0] += 1
+            try:
+                await batcher.submit(runner, "decode", rows(i), 5)
+            finally:
+                in_flight[0] -= 1
+
+        await asyncio.gather(*(request(i) for i in range(8)))  # the first sees itself alone at first
+        assert len(runner.passes) < 8 and sum(n for _, n in runner.passes) == 8
+        assert runner.threads == {"cvae-inference_0"}  # none was computed on the loop
+        await batcher.stop()
+
+    run(body())
+
+
 def test_the_row_budget_splits_big_requests_into_separate_passes() -> None:
     async def body() -> None:
         batcher = Batcher(max_batch_size=64, max_wait_ms=20, max_queue_depth=100, max_batch_rows=5)
