@@ -46,6 +46,14 @@ async def _started(**kwargs: float) -> Batcher:
     return batcher
 
 
+def _counting(in_flight: int) -> tuple[Batcher, list[int]]:
+    """A started batcher (500 ms wait) that reads the process's in-flight count from the list it returns."""
+    count = [in_flight]
+    batcher = Batcher(64, 500, 100, requests_in_flight=lambda: count[0])
+    batcher.start()
+    return batcher, count
+
+
 def test_concurrent_requests_share_one_forward_pass_and_get_their_own_rows() -> None:
     async def body() -> None:
         batcher, runner = await _started(), Doubler()
@@ -103,13 +111,12 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
 
 def test_a_lone_request_skips_the_wait_when_nobody_else_is_being_served() -> None:
     async def body() -> None:
-        in_flight = [1]
-        batcher = Batcher(64, 500, 100, requests_in_flight=lambda: in_flight[0])
-        batcher.start()
+        batcher, in_flight = _counting(1)
         runner = Doubler()
         started = time.perf_counter()
-        await batcher.submit(runner, "decode", rows(1), 5)
+        await batcher.submit(runner, "decode", rows(*range(17)), 5)  # too big to be computed on the loop
         assert time.perf_counter() - started < 0.25  # not the 500 ms wait
+        assert runner.threads == {"cvae-inference_0"}
         in_flight[0] = 3  # two other requests are being served: worth waiting for them
         waited = asyncio.create_task(batcher.submit(runner, "decode", rows(1), 5))
         await asyncio.sleep(0.05)
@@ -123,9 +130,7 @@ def test_a_lone_request_skips_the_wait_when_nobody_else_is_being_served() -> Non
 
 def test_the_only_request_in_flight_is_computed_on_the_loop_without_a_hand_off() -> None:
     async def body() -> None:
-        in_flight = [1]
-        batcher = Batcher(64, 500, 100, requests_in_flight=lambda: in_flight[0])
-        batcher.start()
+        batcher, in_flight = _counting(1)
         runner = Doubler()
         outputs, stats = await batcher.submit(runner, "decode", rows(1, 2), 5)
         assert outputs[0].flatten().tolist() == [2, 4] and stats.batch_size == 1
@@ -140,9 +145,7 @@ def test_the_only_request_in_flight_is_computed_on_the_loop_without_a_hand_off()
 
 def test_requests_arriving_together_batch_instead_of_running_alone_one_by_one() -> None:
     async def body() -> None:
-        in_flight = [0]
-        batcher = Batcher(64, 500, 100, requests_in_flight=lambda: in_flight[0])
-        batcher.start()
+        batcher, in_flight = _counting(0)
         runner = Doubler(delay_s=0.01)
 
         async def request(i: int) -> None:  # what the middleware does: count, then submit
