@@ -107,13 +107,19 @@ def test_short_load_test_report_is_consistent(registry: Path, tmp_path: Path) ->
 def test_interrupt_stops_everything(registry: Path, tmp_path: Path) -> None:
     system_tool("prometheus")
     out = tmp_path / "reports"
-    runner = subprocess.Popen(
-        loadtest_command(registry, out, duration=120, users=2),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    # A suite started as a background job inherits SIGINT ignored, and so would the runner: give it the
+    # default disposition (a handler is reset to it across exec) so that it is interrupted as at a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        runner = subprocess.Popen(
+            loadtest_command(registry, out, duration=120, users=2),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("loadtest-*/locust.log")) and time.monotonic() < deadline:
@@ -122,7 +128,7 @@ def test_interrupt_stops_everything(registry: Path, tmp_path: Path) -> None:
         time.sleep(2)  # Locust is generating load now
         runner.send_signal(signal.SIGINT)
         # Locust, Prometheus and the service are each given up to 20 s to stop before they are killed
-        # (loadtest/processes.stop): allow for all three on a busy machine.
+        # (loadtest/processes.stop): allow for all three.
         _, stderr = runner.communicate(timeout=120)
     finally:
         if runner.poll() is None:
