@@ -78,15 +78,15 @@ class Engine:
         short last-tile shapes that give the full tile's bits on this machine (`short_tiles`)."""
         generator = torch.Generator().manual_seed(0)
         pixels = self.model.config.image_pixels
-        for kind, step, width in ((DECODE, self.decode_rows, 0), (ENCODE, self.encode_rows, pixels)):
-            probes = []
-            for _ in range(PROBES):
-                y = torch.randint(0, self.num_classes, (ROWS_PER_TILE,), generator=generator)
-                if kind == DECODE:
-                    x = torch.randn(ROWS_PER_TILE, self.latent_dim, generator=generator)
-                else:
-                    x = torch.rand(ROWS_PER_TILE, width, generator=generator)
-                probes.append((x, y))
+        rows = {  # random probe rows of each kind: latents, images
+            DECODE: lambda: torch.randn(ROWS_PER_TILE, self.latent_dim, generator=generator),
+            ENCODE: lambda: torch.rand(ROWS_PER_TILE, pixels, generator=generator),
+        }
+        for kind, step in ((DECODE, self.decode_rows), (ENCODE, self.encode_rows)):
+            probes = [
+                (rows[kind](), torch.randint(0, self.num_classes, (ROWS_PER_TILE,), generator=generator))
+                for _ in range(PROBES)
+            ]
             self.short_tiles[kind] = matching_tiles(step, probes, SHORT_TILES)
         self.run(DECODE, torch.zeros(2, self.latent_dim), torch.arange(2))
         self.run(ENCODE, torch.zeros(2, pixels), torch.arange(2))
@@ -99,19 +99,17 @@ def matching_tiles(
 ) -> tuple[int, ...]:
     """The sizes s for which `step` over any s rows of a ROWS_PER_TILE-row probe gives exactly the bits
     of those rows in the full tile, for every probe and offset tried."""
-    matching = []
-    for size in sizes:
-        same = True
-        for probe in probes:
-            full = step(*probe)
-            for start in (0, ROWS_PER_TILE - size):
-                part = step(*(t[start : start + size] for t in probe))
-                same = same and all(
-                    torch.equal(a, b[start : start + size]) for a, b in zip(part, full, strict=True)
-                )
-        if same:
-            matching.append(size)
-    return tuple(matching)
+    fulls = [step(*probe) for probe in probes]  # each probe's full tile, computed once
+
+    def agrees(size: int) -> bool:
+        return all(
+            torch.equal(part, whole[start : start + size])
+            for probe, full in zip(probes, fulls, strict=True)
+            for start in (0, ROWS_PER_TILE - size)
+            for part, whole in zip(step(*(t[start : start + size] for t in probe)), full, strict=True)
+        )
+
+    return tuple(size for size in sizes if agrees(size))
 
 
 def tile_bounds(rows: int, short_tiles: tuple[int, ...]) -> list[tuple[int, int]]:
