@@ -246,7 +246,7 @@ class Batcher:
         try:
             if disconnected is not None and ahead + own > WATCH_CLIENT_AFTER_S:
                 return await self._wait_or_gone(job, deadline - now, disconnected)
-            return await asyncio.wait_for(job.future, deadline - now)
+            return await _within(job.future, deadline - now)
         except TimeoutError:
             _REJECTED_TIMEOUT.inc()
             raise InferenceTimeout(
@@ -409,6 +409,21 @@ class Batcher:
                 job.future.set_result((answer, stats))
             else:
                 job.future.set_exception(answer)
+
+
+async def _within(future: asyncio.Future[Any], timeout_s: float) -> Any:
+    """`future`'s result, or TimeoutError (set on the future, so the batcher drops its job) after
+    `timeout_s`: one timer, where `asyncio.wait_for` adds a waiter future and callbacks per request."""
+    timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _compute(live: list[Job], cost: CostModel) -> tuple[list[tuple[bool, Any]], float]:

@@ -144,19 +144,38 @@ class RequestMiddleware:
             self._log(scope, status or 500, time.perf_counter() - started, refusal)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, reading its body under the size and time limits."""
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        """The app, reading its body under the size and time limits.
+
+        The time limit is one timer per request, cancelled once the body is in (at the first receive for
+        nearly every request), rather than a timeout context around each receive: when it fires during a
+        receive it cancels the request's task, and that receive answers 408 instead."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         received = 0
-        refused = complete = responded = False
+        refused = complete = responded = receiving = late = False
+
+        def cut_off() -> None:
+            nonlocal late
+            late = True
+            if receiving and task is not None:
+                task.cancel()
+
+        timer = loop.call_later(self.timeout_s, cut_off)
 
         async def counting_receive() -> Message:
-            nonlocal received, refused, complete
+            nonlocal received, refused, complete, receiving
             if refused or complete:  # after the body, receive only reports a disconnect: no deadline
                 return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
+            if not late:
+                receiving = True
+                try:
                     message = await receive()
-            except TimeoutError:
+                except asyncio.CancelledError:
+                    if not late or task is None or task.uncancel() > 0:
+                        raise  # cancelled by someone else (shutdown), not by the body's timer
+                finally:
+                    receiving = False
+            if late:
                 if not responded:  # (an app may answer before reading the body; then just stop reading)
                     refused = True
                     error = BodyTimeout(f"the request body did not arrive within {self.timeout_s:g} s")
@@ -164,6 +183,8 @@ class RequestMiddleware:
                 return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
             if message["type"] == "http.request":
                 complete = not message.get("more_body", False)
+                if complete:
+                    timer.cancel()
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     refused = True
@@ -178,10 +199,13 @@ class RequestMiddleware:
                 responded = True
                 await send(message)
 
-        if self.fast_path is not None and self.fast_path.handles(scope):
-            await self.fast_path(scope, counting_receive, guarded_send, self.app)
-        else:
-            await self.app(scope, counting_receive, guarded_send)
+        try:
+            if self.fast_path is not None and self.fast_path.handles(scope):
+                await self.fast_path(scope, counting_receive, guarded_send, self.app)
+            else:
+                await self.app(scope, counting_receive, guarded_send)
+        finally:
+            timer.cancel()
 
     def _log(self, scope: Scope, status: int, seconds: float, refusal: list[tuple[str, str]]) -> None:
         route = scope.get("route")

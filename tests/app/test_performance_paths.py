@@ -54,7 +54,8 @@ def test_encode_refuses_a_format_it_does_not_serve(http: httpx.Client) -> None:
 
 @pytest.mark.parametrize("scale", [1, 2, 8])
 @pytest.mark.parametrize("invert", [False, True])
-@pytest.mark.parametrize("shape", [(56, 84), (448, 140)])  # (448, 140): several blocks at scale 8
+# (28, 56) at scale 1: stored without deflate (small); (448, 140) at scale 8: several blocks
+@pytest.mark.parametrize("shape", [(28, 56), (56, 84), (448, 140)])
 def test_the_png_writer_matches_pillow_pixel_for_pixel(scale: int, invert: bool, shape: tuple) -> None:
     image = np.random.default_rng(scale).random(shape, dtype=np.float32)
     image[:, :28] = 0  # a blank tile: long runs
@@ -62,6 +63,12 @@ def test_the_png_writer_matches_pillow_pixel_for_pixel(scale: int, invert: bool,
     grey = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     expected = (255 - grey if invert else grey).repeat(scale, axis=0).repeat(scale, axis=1)
     assert decoded.dtype == np.uint8 and np.array_equal(decoded, expected)
+
+
+def test_only_tiny_pngs_skip_deflate() -> None:
+    blank = np.zeros((28, 56), dtype=np.float32)
+    assert len(to_png(blank)) > 28 * 57  # "42" at scale 1: 1.6 KB of scanlines, stored as they are
+    assert len(to_png(blank, scale=2)) < 56 * 113 // 20  # 6.3 KB of scanlines: deflated
 
 
 def test_work_that_cannot_finish_before_its_deadline_is_refused_at_once() -> None:
