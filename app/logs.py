@@ -6,11 +6,12 @@ while serving a request (ours or a library's) carries it without being passed ar
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, TextIO
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Why the request being served was refused, for its access line: (error, detail), set by the error mapping.
@@ -92,6 +93,54 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler that writes the lines logged during one turn of the event loop in one write, at
+    the end of that turn: the access log has a line per request, and a write per line was a system call
+    per request (a fifth of the cost of an overload refusal).
+
+    Lines keep their order and are never held past the loop's turn: a line logged at WARNING or above,
+    or from another thread, or with no loop running, is written at once, after the lines gathered so far;
+    `flush` (called at exit) writes what is left."""
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__(stream)
+        self._gathered: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:  # no loop runs in this thread
+                loop = None
+            if loop is None or record.levelno >= logging.WARNING:
+                self._gathered.append(line)
+                self._write_gathered()
+                return
+            if not self._gathered:
+                loop.call_soon(self._end_of_turn)
+            self._gathered.append(line)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # (always set by Handler.__init__)
+            self._write_gathered()
+
+    def _end_of_turn(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_gathered()
+
+    def _write_gathered(self) -> None:  # with the handler's lock held
+        if self._gathered:
+            text = "".join(self._gathered)
+            self._gathered.clear()
+            self.stream.write(text)
+        super().flush()
+
+
 def log_config(level: str, as_json: bool) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the app and uvicorn (uvicorn's access log is replaced by ours)."""
     formatter: dict[str, Any] = (
@@ -99,7 +148,11 @@ def log_config(level: str, as_json: bool) -> dict[str, Any]:
         if as_json
         else {"()": TextFormatter, "fmt": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
     )
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "app.logs.LoopBatchedStreamHandler",
+        "formatter": "default",
+        "stream": "ext://sys.stderr",
+    }
     upper = level.upper()
     return {
         "version": 1,

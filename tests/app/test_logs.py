@@ -1,0 +1,105 @@
+"""The log handler: the lines of one turn of the event loop in one write, in order, never held longer."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from app.logs import LoopBatchedStreamHandler
+
+
+class CountingStream(io.StringIO):
+    """A stream that remembers each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, CountingStream]]:
+    stream = CountingStream()
+    handler = LoopBatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("tests.logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_lines_of_one_loop_turn_are_written_together_at_its_end(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+
+    async def turn() -> list[str]:
+        for n in range(3):
+            logger.info("line %d", n)
+        written_during_the_turn = list(stream.writes)
+        await asyncio.sleep(0)  # the turn ends
+        await asyncio.sleep(0)
+        return written_during_the_turn
+
+    assert asyncio.run(turn()) == []
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+
+
+def test_a_warning_is_written_at_once_after_the_lines_before_it(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+
+    async def turn() -> list[str]:
+        logger.info("first")
+        logger.warning("second")
+        return list(stream.writes)
+
+    assert asyncio.run(turn()) == ["first\nsecond\n"]
+
+
+def test_lines_from_another_thread_or_without_a_loop_are_written_at_once(
+    logged: tuple[logging.Logger, CountingStream],
+) -> None:
+    logger, stream = logged
+    logger.info("no loop")
+    assert stream.writes == ["no loop\n"]
+
+    async def turn() -> list[str]:
+        logger.info("on the loop")
+        thread = threading.Thread(target=logger.info, args=("from a thread",))
+        thread.start()
+        thread.join()
+        return list(stream.writes)
+
+    assert asyncio.run(turn())[1:] == ["on the loop\nfrom a thread\n"]  # in order, the loop's line first
+
+
+def test_flush_writes_what_a_loop_left_gathered(logged: tuple[logging.Logger, CountingStream]) -> None:
+    logger, stream = logged
+    loop = asyncio.new_event_loop()
+
+    def last_turn() -> None:
+        logger.info("last words")
+        loop.stop()  # the loop ends with this turn: its end-of-turn write never runs
+
+    try:
+        loop.call_soon(last_turn)
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert stream.writes == []
+    logger.handlers[0].flush()  # what logging.shutdown does at exit
+    assert stream.writes == ["last words\n"]
