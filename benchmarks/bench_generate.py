@@ -13,7 +13,8 @@ the requests it answered), the heavy request (32 digits x 16 samples x scale 8) 
 for the project the overload burst: 1,500 heavy requests from 300 clients (`hey -n 1500 -c 300`)
 while /readyz and a light /generate are polled every 100 ms. `hey` does not show response headers, so
 the same burst is sent a second time by benchmarks/raw_client.py, which checks that every 503 carries
-Retry-After.
+Retry-After. Last, the same `hey` burst against benchmarks/floor_server.py (uvicorn with as many
+workers, answering 503 at once without any work): the floor no server goes below on this machine.
 
 The model is the active version of --registry when there is one, else a freshly built network of the
 default preset with random weights (timing does not depend on the weights; the output says which).
@@ -79,6 +80,7 @@ def benchmark_registry(requested: Path, scratch: Path) -> tuple[Path, str]:
 
 SERVER_SETTINGS: dict[str, dict[str, Any]] = {  # CVAE_* settings of the service kinds
     "project": {"workers": "auto"},  # what `make serve` runs: every setting at its default
+    "floor": {"workers": "auto"},  # the refuse-only server: as many workers as the project
     "batched": {"workers": 1},  # one worker (the soak and the quality tools)
     "batched-2w": {"workers": 2},
 }
@@ -91,6 +93,8 @@ def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
     command: Sequence[str] = APP_COMMAND
     if kind == "plain":
         command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
+    elif kind == "floor":
+        command = (sys.executable, "-m", "benchmarks.floor_server", str(port))
     with start_server(
         registry, port=port, command=command, log_path=log, timeout_s=120, **SERVER_SETTINGS.get(kind, {})
     ) as started:
@@ -143,6 +147,15 @@ def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> R
         if kind == "project" and args.burst:
             result.overload = overload(url, args)
     return result
+
+
+def floor_burst(registry: Path, args: argparse.Namespace, log: Path) -> hey.Run:
+    """The same burst (`hey`) against benchmarks/floor_server.py, which refuses everything at once."""
+    with server("floor", registry, log) as (url, pid):
+        settle(pid)
+        return hey.hey(
+            f"{url}/generate", HEAVY, clients=args.burst_clients, requests=args.burst, timeout_s=60
+        )
 
 
 def overload(url: str, args: argparse.Namespace) -> Overload:
@@ -211,6 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         for kind in args.servers.split(","):
             print(f"measuring {kind} ...", flush=True)
             results[kind] = measure(kind, registry, args, Path(scratch) / f"{kind}.log")
+        overloaded = results.get("project")
+        if overloaded is not None and overloaded.overload is not None:
+            print("measuring the floor (a server that refuses at once) ...", flush=True)
+            overloaded.overload.floor = floor_burst(registry, args, Path(scratch) / "floor.log")
     setup = {
         "model": model,
         "args": args,

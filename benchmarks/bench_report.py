@@ -33,6 +33,7 @@ class Overload:
     raw: list[tuple[int, str | None, float]] = field(default_factory=list)  # status, Retry-After, s
     readyz: list[tuple[int, float]] = field(default_factory=list)  # status, s
     light: list[tuple[int, float]] = field(default_factory=list)
+    floor: Run | None = None  # the same hey burst against the refuse-only server
 
 
 @dataclass
@@ -105,6 +106,13 @@ def _overload_lines(o: Overload) -> list[str]:
             f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | "
             f"{max(ok, default=float('nan')):.2f} | {late} | {retry} of {len(shed)} |"
         )
+    if o.floor is not None:
+        shed = o.floor.times(503)
+        lines.append(
+            f"| hey, floor server (refuses at once) | {o.floor.count(200)} | {len(shed)} | "
+            f"{len(o.floor.statuses) - len(shed) - o.floor.count(200)} / {o.floor.missing} | "
+            f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | | | |"
+        )
     ready = [s for _, s in o.readyz]
     light_ok = [s for status, s in o.light if status == 200]
     lines += [
@@ -149,6 +157,11 @@ def _verdicts(results: dict[str, Result], clients: int) -> list[str]:
             f"{TARGET_SHED_P99_MS:g}), accepted answers past the deadline: **{late}**, "
             f"/readyz non-200: **{sum(1 for s, _ in o.readyz if s != 200)}**"
         )
+        if o.floor is not None:
+            lines.append(
+                f"- the same hey burst against a server that refuses at once (benchmarks/floor_server.py): "
+                f"503 p99 **{pct(o.floor.times(503), 99) * 1000:.1f} ms**: the floor of this machine"
+            )
     return lines
 
 

@@ -11,6 +11,7 @@ at once. (The 1,500 x 300 burst of the performance targets is in `make bench`; t
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.raw_client import post_request
+from loadtest.processes import free_port
 from loadtest.server import start_server
 from tests.builders import figures
 from tests.builders.checks import assert_clean_error_body, assert_log_has_no_traceback
@@ -114,3 +116,17 @@ def test_a_burst_far_above_capacity_sheds_fast_and_recovers(two_versions: Path) 
         f"{max(s for _, s in readyz):.3f} / {max(s for _, s in light):.3f}",
     )
     figures.record("burst: whole burst / first request after it (s)", f"{burst_s:.2f} / {recovery_s:.3f}")
+
+
+def test_the_floor_server_refuses_everything_at_once(tmp_path: Path) -> None:
+    """benchmarks/floor_server.py, the benchmark's floor for the burst: ready, then 503 + Retry-After."""
+    command = (sys.executable, "-m", "benchmarks.floor_server")
+    port = free_port()
+    with (
+        start_server(tmp_path, port=port, command=(*command, str(port)), workers=2) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as client,
+    ):
+        answers = [generate(client, seed) for seed in range(20)]
+        assert client.get("/readyz").status_code == 200
+    assert {a.status_code for a in answers} == {503}
+    assert all(a.headers["retry-after"] == "1" and "detail" in a.json() for a in answers)
