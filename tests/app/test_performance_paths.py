@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from app.cpus import available_cpus, cgroup_quota
 from app.exceptions import Overloaded
 from app.imaging import to_png
 from app.settings import Settings
+from model.registry import Registry
 from tests.builders.rawhttp import connect, read_response, request_head
 
 
@@ -215,3 +218,18 @@ def test_an_expect_100_continue_upload_is_answered(server: str) -> None:
     finally:
         sock.close()
     assert answer.status == 200 and answer.body.startswith(b"\x89PNG")
+
+
+def test_the_in_process_cpu_benchmark_runs_and_reports_each_thread(random_registry: Registry) -> None:
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:  # its own process: it configures logging
+        command = [sys.executable, "-m", "benchmarks.cpu_in_process", "--registry", str(random_registry.root)]
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+
+    ran = bench("--concurrency", "8", "--rounds", "3", "--repeats", "2")
+    lines = ran.stdout.splitlines()
+    assert ran.returncode == 0 and len(lines) == 3, ran.stderr[-2000:]
+    assert all(line.startswith("process ") for line in lines[:2])  # then each thread that used CPU
+    assert lines[-1].startswith("CPU per request, median of 2 repeats of 3 x 8: ")
+    assert '"logger": "app.access"' in ran.stderr  # access lines, as the server writes them
+    wrong = bench("--body", '{"text": "4a"}')  # a wrong answer stops the run
+    assert wrong.returncode == 1 and "answered 422, expected 200" in wrong.stderr
