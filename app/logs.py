@@ -131,7 +131,10 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
 
     def _end_of_turn(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            self._write_gathered()
+            try:
+                self._write_gathered()
+            except Exception:  # noqa: BLE001 - as emit: report on stderr, never break the loop
+                self.handleError(logging.makeLogRecord({"msg": "writing the gathered log lines failed"}))
 
     def _write_gathered(self) -> None:  # with the handler's lock held
         if self._gathered:

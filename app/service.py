@@ -70,7 +70,9 @@ class Service:
 
     async def start(self) -> None:
         """Start the batcher, load the target version, start the registry poll; an empty or broken
-        registry leaves us up but unready (503) until a good version becomes active."""
+        registry leaves us up but unready (503) until a good version becomes active. The service owns its
+        process (a uvicorn worker): what exists once it has started is frozen out of the garbage
+        collector's full collections (`freeze_startup_objects`)."""
         torch.set_num_threads(self.settings.intra_op_threads(cuda=self.pool.device.type == "cuda"))
         metrics.DRAINING.set(0)
         self.batcher.start()

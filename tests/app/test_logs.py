@@ -103,3 +103,26 @@ def test_flush_writes_what_a_loop_left_gathered(logged: tuple[logging.Logger, Co
     assert stream.writes == []
     logger.handlers[0].flush()  # what logging.shutdown does at exit
     assert stream.writes == ["last words\n"]
+
+
+def test_a_failing_stream_at_the_end_of_a_turn_is_reported_not_raised_into_the_loop(
+    logged: tuple[logging.Logger, CountingStream], capsys: pytest.CaptureFixture[str]
+) -> None:
+    logger, stream = logged
+
+    def broken(text: str) -> int:
+        raise OSError("the disk is full")
+
+    stream.write = broken  # type: ignore[method-assign]
+
+    loop_errors: list[dict] = []
+
+    async def turn() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
+        logger.info("lost")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    assert loop_errors == []  # nothing raised into the loop's callbacks
+    assert "the disk is full" in capsys.readouterr().err  # logging's own report (raiseExceptions)
