@@ -130,11 +130,10 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
             self._write_gathered()
 
     def _end_of_turn(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            try:
-                self._write_gathered()
-            except Exception:  # noqa: BLE001 - as emit: report on stderr, never break the loop
-                self.handleError(logging.makeLogRecord({"msg": "writing the gathered log lines failed"}))
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - as emit: report on stderr, never break the loop
+            self.handleError(logging.makeLogRecord({"msg": "writing the gathered log lines failed"}))
 
     def _write_gathered(self) -> None:  # with the handler's lock held
         if self._gathered:

@@ -117,6 +117,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, float]]:
     return repeats
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,9 +132,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--registry", type=Path, help="the registry to serve (default: CVAE_REGISTRY)")
     parser.add_argument("--body", default=json.dumps({"text": "42"}), help="the POST /generate body")
     parser.add_argument("--status", type=int, default=200, help="the status every answer must have")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=40, help="rounds of --concurrency requests a repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--concurrency", type=positive, default=64)
+    parser.add_argument(
+        "--rounds", type=positive, default=40, help="rounds of --concurrency requests a repeat"
+    )
+    parser.add_argument("--repeats", type=positive, default=5)
     return parser.parse_args(argv)
 
 

@@ -9,7 +9,7 @@ prints them beside the project's. Run: `python -m benchmarks.floor_server PORT`.
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import uvicorn
 from starlette.types import Receive, Scope, Send
@@ -40,12 +40,16 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m benchmarks.floor_server PORT`: as many workers as the service would start."""
-    (port,) = (argv if argv is not None else sys.argv[1:])[:1]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("port", type=int)
+    port = parser.parse_args(argv).port
     workers = get_settings().worker_count(cuda=False)
     uvicorn.run(
         "benchmarks.floor_server:app",
         host="127.0.0.1",
-        port=int(port),
+        port=port,
         workers=workers,
         loop="uvloop",
         http="httptools",

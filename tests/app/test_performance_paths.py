@@ -233,3 +233,5 @@ def test_the_in_process_cpu_benchmark_runs_and_reports_each_thread(random_regist
     assert '"logger": "app.access"' in ran.stderr  # access lines, as the server writes them
     wrong = bench("--body", '{"text": "4a"}')  # a wrong answer stops the run
     assert wrong.returncode == 1 and "answered 422, expected 200" in wrong.stderr
+    nonsense = bench("--concurrency", "0")  # refused by the command line, before anything starts
+    assert nonsense.returncode == 2 and "--concurrency: must be >= 1, got 0" in nonsense.stderr

@@ -11,6 +11,7 @@ at once. (The 1,500 x 300 burst of the performance targets is in `make bench`; t
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 import threading
 import time
@@ -130,3 +131,5 @@ def test_the_floor_server_refuses_everything_at_once(tmp_path: Path) -> None:
         assert client.get("/readyz").status_code == 200
     assert {a.status_code for a in answers} == {503}
     assert all(a.headers["retry-after"] == "1" and "detail" in a.json() for a in answers)
+    bad_port = subprocess.run([*command, "eighty"], capture_output=True, text=True, timeout=60)
+    assert bad_port.returncode == 2 and "invalid int value: 'eighty'" in bad_port.stderr
