@@ -13,8 +13,9 @@ the requests it answered), the heavy request (32 digits x 16 samples x scale 8) 
 for the project the overload burst: 1,500 heavy requests from 300 clients (`hey -n 1500 -c 300`)
 while /readyz and a light /generate are polled every 100 ms. `hey` does not show response headers, so
 the same burst is sent a second time by benchmarks/raw_client.py, which checks that every 503 carries
-Retry-After. Last, the same `hey` burst against benchmarks/floor_server.py (uvicorn with as many
-workers, answering 503 at once without any work): the floor no server goes below on this machine.
+Retry-After. Last, the same `hey` burst against the floor servers of benchmarks/floor_server.py,
+which answer 503 at once without any work: uvicorn with as many workers, then (when it is installed)
+HAProxy with as many threads. What they measure is the machine and the load generator alone.
 
 The model is the active version of --registry when there is one, else a freshly built network of the
 default preset with random weights (timing does not depend on the weights; the output says which).
@@ -39,11 +40,13 @@ from typing import Any
 import httpx
 import torch
 
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from benchmarks import hey
 from benchmarks.bench_report import Overload, Result, render, write_doc
+from benchmarks.floor_server import haproxy_floor
 from benchmarks.raw_client import burst, post_request
-from loadtest.processes import free_port
+from loadtest.fleet import haproxy_binary
+from loadtest.processes import StartError, free_port
 from loadtest.server import APP_COMMAND, start_server
 from model.checkpoint import save_checkpoint
 from model.network import CVAE
@@ -149,13 +152,23 @@ def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> R
     return result
 
 
-def floor_burst(registry: Path, args: argparse.Namespace, log: Path) -> hey.Run:
-    """The same burst (`hey`) against benchmarks/floor_server.py, which refuses everything at once."""
+def floor_bursts(registry: Path, args: argparse.Namespace, log: Path) -> tuple[hey.Run, hey.Run | None]:
+    """The same burst (`hey`) against the servers of benchmarks/floor_server.py, which refuse everything
+    at once: uvicorn, then HAProxy with as many threads (None when HAProxy is not installed)."""
     with server("floor", registry, log) as (url, pid):
         settle(pid)
-        return hey.hey(
-            f"{url}/generate", HEAVY, clients=args.burst_clients, requests=args.burst, timeout_s=60
-        )
+        uvicorn_floor = _burst(url, args)
+    try:
+        haproxy_binary()
+    except StartError as missing:
+        print(f"no HAProxy floor: {missing}", flush=True)
+        return uvicorn_floor, None
+    with haproxy_floor(free_port(), get_settings().worker_count(cuda=False)) as url:
+        return uvicorn_floor, _burst(url, args)
+
+
+def _burst(url: str, args: argparse.Namespace) -> hey.Run:
+    return hey.hey(f"{url}/generate", HEAVY, clients=args.burst_clients, requests=args.burst, timeout_s=60)
 
 
 def overload(url: str, args: argparse.Namespace) -> Overload:
@@ -166,9 +179,7 @@ def overload(url: str, args: argparse.Namespace) -> Overload:
     poller = threading.Thread(target=_poll, args=(url, stop, figures), daemon=True)
     poller.start()
     try:
-        figures.hey = hey.hey(
-            f"{url}/generate", HEAVY, clients=args.burst_clients, requests=args.burst, timeout_s=60
-        )
+        figures.hey = _burst(url, args)
     finally:
         stop.set()
         poller.join()
@@ -226,8 +237,9 @@ def main(argv: list[str] | None = None) -> None:
             results[kind] = measure(kind, registry, args, Path(scratch) / f"{kind}.log")
         overloaded = results.get("project")
         if overloaded is not None and overloaded.overload is not None:
-            print("measuring the floor (a server that refuses at once) ...", flush=True)
-            overloaded.overload.floor = floor_burst(registry, args, Path(scratch) / "floor.log")
+            print("measuring the floor (servers that refuse at once) ...", flush=True)
+            floors = floor_bursts(registry, args, Path(scratch) / "floor.log")
+            overloaded.overload.floor, overloaded.overload.floor_haproxy = floors
     setup = {
         "model": model,
         "args": args,

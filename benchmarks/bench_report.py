@@ -33,7 +33,8 @@ class Overload:
     raw: list[tuple[int, str | None, float]] = field(default_factory=list)  # status, Retry-After, s
     readyz: list[tuple[int, float]] = field(default_factory=list)  # status, s
     light: list[tuple[int, float]] = field(default_factory=list)
-    floor: Run | None = None  # the same hey burst against the refuse-only server
+    floor: Run | None = None  # the same hey burst against the refuse-only uvicorn server
+    floor_haproxy: Run | None = None  # ... and against HAProxy refusing at once (None: not installed)
 
 
 @dataclass
@@ -106,13 +107,14 @@ def _overload_lines(o: Overload) -> list[str]:
             f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | "
             f"{max(ok, default=float('nan')):.2f} | {late} | {retry} of {len(shed)} |"
         )
-    if o.floor is not None:
-        shed = o.floor.times(503)
-        lines.append(
-            f"| hey, floor server (refuses at once) | {o.floor.count(200)} | {len(shed)} | "
-            f"{len(o.floor.statuses) - len(shed) - o.floor.count(200)} / {o.floor.missing} | "
-            f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | | | |"
-        )
+    for name, floor in (("floor server", o.floor), ("HAProxy", o.floor_haproxy)):
+        if floor is not None:
+            shed = floor.times(503)
+            lines.append(
+                f"| hey, {name} (refuses at once) | {floor.count(200)} | {len(shed)} | "
+                f"{len(floor.statuses) - len(shed) - floor.count(200)} / {floor.missing} | "
+                f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | | | |"
+            )
     ready = [s for _, s in o.readyz]
     light_ok = [s for status, s in o.light if status == 200]
     lines += [
@@ -160,7 +162,13 @@ def _verdicts(results: dict[str, Result], clients: int) -> list[str]:
         if o.floor is not None:
             lines.append(
                 f"- the same hey burst against a server that refuses at once (benchmarks/floor_server.py): "
-                f"503 p99 **{pct(o.floor.times(503), 99) * 1000:.1f} ms**: the floor of this machine"
+                f"503 p99 **{pct(o.floor.times(503), 99) * 1000:.1f} ms** (uvicorn)"
+                + (
+                    f", **{pct(o.floor_haproxy.times(503), 99) * 1000:.1f} ms** (HAProxy)"
+                    if o.floor_haproxy is not None
+                    else ""
+                )
+                + ": the floor of this machine and load generator"
             )
     return lines
 

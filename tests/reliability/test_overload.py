@@ -21,13 +21,16 @@ import httpx
 import pytest
 from PIL import Image
 
+from benchmarks.floor_server import haproxy_floor
 from benchmarks.raw_client import post_request
-from loadtest.processes import free_port
+from loadtest.fleet import haproxy_binary
+from loadtest.processes import StartError, free_port
 from loadtest.server import start_server
 from tests.builders import figures
 from tests.builders.checks import assert_clean_error_body, assert_log_has_no_traceback
 from tests.builders.metrics import scrape, value
 from tests.builders.rawhttp import RawResponse, burst
+from tests.builders.tools import missing
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,3 +136,18 @@ def test_the_floor_server_refuses_everything_at_once(tmp_path: Path) -> None:
     assert all(a.headers["retry-after"] == "1" and "detail" in a.json() for a in answers)
     bad_port = subprocess.run([*command, "eighty"], capture_output=True, text=True, timeout=60)
     assert bad_port.returncode == 2 and "invalid int value: 'eighty'" in bad_port.stderr
+
+
+def test_the_haproxy_floor_refuses_everything_at_once() -> None:
+    """The benchmark's floor without Python: HAProxy answers /readyz, and 503 + Retry-After with a JSON
+    detail to every other request, the same answer as the uvicorn floor's."""
+    try:
+        haproxy_binary()
+    except StartError:
+        missing("haproxy (Debian package haproxy)")
+    with haproxy_floor(free_port(), threads=2) as url, httpx.Client(base_url=url, timeout=10) as client:
+        answers = [generate(client, seed) for seed in range(20)]
+        ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert {a.status_code for a in answers} == {503}
+    assert all(a.headers["retry-after"] == "1" and "detail" in a.json() for a in answers)
