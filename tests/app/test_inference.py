@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from app.batching import Batcher
-from app.engine import ROWS_PER_TILE, SHORT_TILES, Engine, matching_tiles, tile_bounds
+from app.engine import ROWS_PER_TILE, SHORT_TILES, Engine, LeanDecoder, matching_tiles, tile_bounds
 from app.exceptions import InvalidInput
 from app.inference import Inference, paint, plan_generation
 from app.model_pool import ModelPool
+from model.config import CVAEConfig
 from model.loss import elbo_terms
+from model.network import CVAE
 from model.registry import Registry
 
 
@@ -91,6 +93,32 @@ def test_every_row_of_any_batch_has_the_bits_of_a_full_tile(engine: Engine, kind
         outputs = engine.run(kind, x[start : start + rows], y[start : start + rows])
         for got, want in zip(outputs, full, strict=True):
             assert torch.equal(got, want[start : start + rows]), (kind, rows)
+
+
+@pytest.mark.parametrize("every_layer", [True, False])
+def test_the_lean_decoder_gives_the_model_s_bits(every_layer: bool) -> None:
+    torch.manual_seed(0)
+    model = CVAE(CVAEConfig(latent_dim=8, decoder_hidden=(64, 32), label_every_layer=every_layer)).eval()
+    lean = LeanDecoder.of(model)
+    assert lean is not None
+    generator = torch.Generator().manual_seed(1)
+    assert lean.agrees(model, lambda: torch.randn(ROWS_PER_TILE, 8, generator=generator), generator)
+    z, y = torch.randn(40, 8), torch.randint(0, 10, (40,))
+    with torch.inference_mode():
+        for rows in (1, 2, 4, 16, 40):
+            assert torch.equal(lean(z[:rows], y[:rows]), model.decode(z[:rows], y[:rows])), rows
+
+
+def test_the_lean_decoder_is_used_only_where_it_agrees(engine: Engine) -> None:
+    assert isinstance(engine._decode, LeanDecoder)  # the MLP decoder of the registry's version
+    model = engine.model
+    lean = LeanDecoder.of(model)
+    assert lean is not None
+    lean.head = (lean.head[0], lean.head[1] + 1e-3)  # a decoder that is not the model's
+    generator = torch.Generator().manual_seed(0)
+    assert not lean.agrees(model, lambda: torch.randn(ROWS_PER_TILE, 4, generator=generator), generator)
+    conv = CVAE(CVAEConfig(latent_dim=4, decoder="conv"))
+    assert LeanDecoder.of(conv) is None  # another decoder shape: the model's own decode runs
 
 
 def test_short_tiles_are_kept_only_when_they_give_the_full_tiles_bits() -> None:
