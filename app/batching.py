@@ -266,7 +266,7 @@ class Batcher:
         """A lone small job computed on the calling (event-loop) thread, as its lane's thread would."""
         started = time.perf_counter()
         ((ok, answer),), compute = _compute([job], self.cost)
-        _record(job.kind, [job], started, compute)
+        asyncio.get_running_loop().call_soon(_record, job.kind, [job], started, compute)  # after the answer
         if not ok:
             raise answer
         return answer, BatchStats((started - job.enqueued) * 1000, compute * 1000, 1, job.rows)
@@ -400,7 +400,7 @@ class Batcher:
             log.exception("forward pass of %d %s jobs failed", len(live), live[0].kind)
             _fail(live, exc)
             return
-        _record(live[0].kind, live, now, compute)
+        asyncio.get_running_loop().call_soon(_record, live[0].kind, live, now, compute)  # after the answers
         rows = sum(job.rows for job in live)
         for job, (ok, answer) in zip(live, answers, strict=True):
             if job.future.done():
@@ -470,6 +470,7 @@ def _fail(jobs: list[Job], exc: BaseException) -> None:
 
 
 def _record(kind: str, jobs: list[Job], started: float, compute: float) -> None:
+    """The batch's figures in the histograms (scheduled on the loop after its answers go out)."""
     size, rows, seconds, wait = _batch_metrics(kind)
     size.observe(len(jobs))
     rows.observe(sum(job.rows for job in jobs))
