@@ -101,7 +101,7 @@ deps-prometheus: ## Debian prometheus + promtool, for the load test and config c
 	  echo "==> prometheus: $$(prometheus --version 2>&1 | head -n1)"; \
 	else $(call apt_install,prometheus,--no-install-recommends); fi
 
-deps-haproxy: ## Debian haproxy, the load balancer of the cluster smoke test (when missing)
+deps-haproxy: ## Debian haproxy: the cluster smoke test's load balancer, the benchmark's floor (when missing)
 	@if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then \
 	  echo "==> haproxy: $$( (command -v haproxy >/dev/null && haproxy -v || /usr/sbin/haproxy -v) | head -n1)"; \
 	else $(call apt_install,haproxy,--no-install-recommends); fi
@@ -150,7 +150,7 @@ lint: $(STAMPS)/lint-$(KEY) ## ruff check, ruff format --check and mypy (configu
 	$(call say,mypy app model training loadtest)
 	$(PY) -m mypy app model training loadtest
 
-bench: $(STAMPS)/test-$(KEY) deps-hey ## the /generate benchmark (project vs the plain server, with hey); figures into docs/performance.md
+bench: $(STAMPS)/test-$(KEY) deps-hey deps-haproxy ## the /generate benchmark (project vs the plain server, with hey); figures into docs/performance.md
 	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
 	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
 
