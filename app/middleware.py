@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 from app.errors import error_response, http_error_for, unexpected_error_response
 from app.exceptions import BodyTimeout, PayloadTooLarge
-from app.logs import access_record, collect_refusal, set_request_id
+from app.logs import AccessLog, collect_refusal, set_request_id
 
 log = logging.getLogger("app.access")
 
@@ -101,6 +101,7 @@ class RequestMiddleware:
         self.fast_path = fast_path
         self._ids = RequestIds()
         self._observed = _Observed()
+        self._access = AccessLog(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -211,15 +212,7 @@ class RequestMiddleware:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         self._observed.observe(endpoint, scope["method"], status, seconds)
-        if log.isEnabledFor(logging.INFO):
-            extra: dict[str, Any] = {
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "endpoint": endpoint,
-            }
-            if refusal:  # a domain error's name and detail (app/errors.py), on this one line
-                extra["error"], extra["detail"] = refusal[-1]
-            log.handle(access_record(log, "%s %s %d", (scope["method"], scope["path"], status), extra))
+        self._access.write(scope["method"], scope["path"], status, seconds, endpoint, refusal)
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body larger than the {self.max_bytes} byte limit")
