@@ -25,7 +25,8 @@ A lane's worker takes the next job, gathers more (small lane) until `max_batch_s
 budget or `max_batch_wait_ms` (it does not wait when no other request is being served), and runs the
 batch on its thread: one forward pass per (engine, kind) group, each job getting its own rows. Jobs
 that can no longer finish before their deadline, or whose caller gave up (timeout, disconnected
-client), are dropped before their forward pass.
+client), are dropped before their forward pass. After each large job its lane's queue is checked at
+the pace just measured, and the jobs that can no longer make it are refused then, not at their deadline.
 """
 
 from __future__ import annotations
@@ -341,6 +342,36 @@ class Batcher:
             finally:
                 lane.running = []
                 lane.running_size = (0, 0, 0)
+            if lane is self._lanes[_LARGE]:
+                self._shed_late(lane)
+
+    def _shed_late(self, lane: _Lane) -> None:
+        """Refuse now the queued jobs that can no longer finish before their deadline at the lane's
+        measured pace (the cost model follows what the thread measures), instead of at their deadline:
+        when the lane falls behind what admission estimated (a busy machine), their clients learn it
+        seconds earlier and can retry elsewhere. Run between the large lane's jobs: each is big and
+        its queue is short; small jobs are checked just before their pass (`_execute`)."""
+        now = time.perf_counter()
+        kept: collections.deque[Job] = collections.deque()
+        jobs = rows = pixels = 0  # the work ahead of the next job, kept so far
+        for job in lane.queue:
+            if job.future.done():  # its caller gave up (timeout, disconnect): nothing to compute
+                self._count(lane, job, -1)
+                continue
+            finish = now + self.cost.estimate(jobs + 1, rows + job.rows, pixels + job.pixels)
+            if finish > job.deadline:
+                self._count(lane, job, -1)
+                _REJECTED_TIMEOUT.inc()
+                job.future.set_exception(
+                    InferenceTimeout(
+                        f"the request cannot be computed within its deadline at the present pace (about "
+                        f"{finish - now:.2f} s of work, {job.deadline - now:.2f} s left); retry shortly"
+                    )
+                )
+                continue
+            kept.append(job)
+            jobs, rows, pixels = jobs + 1, rows + job.rows, pixels + job.pixels
+        lane.queue = kept
 
     async def _gather(self, lane: _Lane) -> list[Job]:
         """The lane's next batch: the first job, then (small lane) more until the batch is full, the row

@@ -20,7 +20,7 @@ from PIL import Image
 from app.batching import Batcher, CostModel
 from app.connections import _OneWriteTransport
 from app.cpus import available_cpus, cgroup_quota
-from app.exceptions import Overloaded
+from app.exceptions import InferenceTimeout, Overloaded
 from app.imaging import to_png
 from app.settings import Settings
 from model.registry import Registry
@@ -96,6 +96,41 @@ def test_work_that_cannot_finish_before_its_deadline_is_refused_at_once() -> Non
         assert refused and served and len(refused) + len(served) == 20  # nothing timed out late
         assert all("queue is full" in str(r) for r in refused)
         assert time.perf_counter() <= deadline + 0.05  # the served ones all finished in time
+        await batcher.stop()
+
+    asyncio.run(body())
+
+
+def test_a_large_lane_that_falls_behind_refuses_its_late_jobs_at_once_not_at_their_deadline() -> None:
+    class Slower:  # three times as slow as admission estimated (a busy machine), beyond its 2x margin
+        def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            time.sleep(0.3)
+            return inputs
+
+    async def body() -> None:
+        cost = CostModel(job_s=0.0, row_s=0.1 / 512, pixel_s=0.0)  # a 512-row job: 0.1 s, it thinks
+        batcher = Batcher(64, 0, 1000, cost=cost)
+        batcher.start()
+        started = time.perf_counter()
+        deadline = started + 1.05
+        timed: list[tuple[float, object]] = []
+
+        async def one() -> None:
+            job = batcher.run(Slower(), "decode", rows=512, deadline=deadline, inputs=(torch.zeros(512, 1),))
+            try:
+                result: object = await job
+            except InferenceTimeout as exc:
+                result = exc
+            timed.append((time.perf_counter() - started, result))
+
+        await asyncio.gather(*(one() for _ in range(5)))  # 2 x 5 x 0.1 s = 1.0 s: all admitted
+        served = [t for t, r in timed if not isinstance(r, InferenceTimeout)]
+        shed = [(t, r) for t, r in timed if isinstance(r, InferenceTimeout)]
+        assert len(served) == 3 and max(served) <= 1.05  # every accepted answer within its deadline
+        # the first job's pace (0.3 s) showed the last two could not make it: refused right then, not
+        # when the job before them finished (0.9 s) nor at their deadline
+        assert len(shed) == 2 and all(t < 0.6 and "at the present pace" in str(r) for t, r in shed), shed
+        assert batcher.queued_jobs() == 0
         await batcher.stop()
 
     asyncio.run(body())
