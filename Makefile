@@ -24,6 +24,7 @@ PYTEST_ARGS   ?=
 LOADTEST_ARGS ?=
 BENCH_ARGS    ?=
 CLUSTER_ARGS  ?=
+DEVICE_PYTHON ?= 3.12
 
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
@@ -36,7 +37,7 @@ APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeou
 
 say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help serve seed train train-mnist data test loadtest lint bench container-smoke cluster-smoke \
+.PHONY: help serve seed train train-mnist data test loadtest lint bench container-smoke cluster-smoke device-bundle \
         install install-test install-load install-lint deps-system deps-chromium deps-prometheus \
         deps-haproxy deps-hey clean distclean
 
@@ -110,7 +111,7 @@ deps-hey: ## Debian hey, the HTTP load generator of the benchmark (when missing)
 	@if command -v hey >/dev/null; then echo "==> hey: $$(command -v hey)"; \
 	else $(call apt_install,hey,--no-install-recommends); fi
 
-deps-system: deps-chromium deps-prometheus deps-haproxy
+deps-system: deps-chromium deps-prometheus deps-haproxy deps-hey
 
 # ---- the main jobs -----------------------------------------------------------------------------------------
 seed: $(STAMPS)/project-$(KEY) ## put the shipped pretrained model into $(REGISTRY) if it has no version (no training)
@@ -157,6 +158,10 @@ bench: $(STAMPS)/test-$(KEY) deps-hey deps-haproxy ## the /generate benchmark (p
 cluster-smoke: $(STAMPS)/test-$(KEY) deps-haproxy ## 3 replicas behind HAProxy under load: promotion, rolling restart, SIGKILL
 	$(call say,python -m loadtest.cluster_smoke $(CLUSTER_ARGS) (about 3 minutes; prints the report directory last))
 	$(PY) -m loadtest.cluster_smoke $(CLUSTER_ARGS)
+
+device-bundle: $(STAMPS)/project-$(KEY) deps-hey data ## .device/: what scripts/device_check.sh (the CUDA checks) needs on an offline GPU machine
+	$(call say,scripts/device_bundle.sh $(DEVICE_PYTHON) (then run scripts/device_check.sh on the GPU machine))
+	VENV=$(VENV) bash scripts/device_bundle.sh $(DEVICE_PYTHON)
 
 container-smoke: ## build the Dockerfile with podman on a debootstrapped base; train and serve in it
 	$(call say,scripts/container_smoke.sh (podman + buildah; several minutes))

@@ -49,6 +49,7 @@ from loadtest.fleet import haproxy_binary
 from loadtest.processes import StartError, free_port
 from loadtest.server import APP_COMMAND, start_server
 from model.checkpoint import save_checkpoint
+from model.device import DeviceError, resolve_device
 from model.network import CVAE
 from model.registry import Registry
 from training.presets import preset
@@ -90,18 +91,27 @@ SERVER_SETTINGS: dict[str, dict[str, Any]] = {  # CVAE_* settings of the service
 
 
 @contextmanager
-def server(kind: str, registry: Path, log: Path) -> Iterator[tuple[str, int]]:
-    """Start one server kind with the settings `make serve` uses; yields (base URL, pid)."""
+def server(kind: str, registry: Path, log: Path, device: str = "auto") -> Iterator[tuple[str, int]]:
+    """Start one server kind with the settings `make serve` uses, the model on `device` (the plain
+    server's too); yields (base URL, pid)."""
     port = free_port()
     command: Sequence[str] = APP_COMMAND
+    settings = {**SERVER_SETTINGS.get(kind, {}), "device": device}
     if kind == "plain":
-        command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port))
+        command = (sys.executable, "-m", "benchmarks.naive_server", str(registry), str(port), device)
     elif kind == "floor":
         command = (sys.executable, "-m", "benchmarks.floor_server", str(port))
     with start_server(
-        registry, port=port, command=command, log_path=log, timeout_s=120, **SERVER_SETTINGS.get(kind, {})
+        registry, port=port, command=command, log_path=log, timeout_s=120, **settings
     ) as started:
         yield started.base_url, started.process.pid
+
+
+def device_name(device: torch.device) -> str:
+    """`cpu`, or the accelerator with its name (`cuda (NVIDIA H200)`)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -138,7 +148,7 @@ def settle(pid: int, idle_share: float = 0.1, timeout_s: float = 90.0) -> None:
 # -- phases --------------------------------------------------------------------------------------
 def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> Result:
     """Every phase against one server kind."""
-    with server(kind, registry, log) as (url, pid):
+    with server(kind, registry, log, args.device) as (url, pid):
         generate = f"{url}/generate"
         settle(pid)  # /readyz answers once one worker is up; the others may still be loading
         hey.hey(generate, LIGHT, clients=8, requests=400)  # warm-up
@@ -219,6 +229,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--burst-clients", type=int, default=300)
     parser.add_argument("--servers", default="project,plain")
+    parser.add_argument(
+        "--device",
+        default=os.environ.get("CVAE_DEVICE", "auto"),
+        help="the model's device in both servers: auto (CUDA when present), cpu, cuda[:N] "
+        "($CVAE_DEVICE, else auto)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "performance.md")
     parser.add_argument("--no-write", action="store_true", help="print only, leave docs/performance.md")
     return parser.parse_args(argv)
@@ -227,6 +243,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     hey.require()
+    try:
+        device = resolve_device(args.device)  # a missing GPU stops it here, before any server starts
+    except DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uptime_before = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory(prefix="cvae-bench-") as scratch:
         registry, model = benchmark_registry(args.registry, Path(scratch))
@@ -247,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} after",
         "light": LIGHT,
         "heavy": HEAVY,
+        "device": device_name(device),
     }
     text = render(results, setup)
     print(text)

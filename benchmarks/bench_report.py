@@ -178,8 +178,8 @@ def render(results: dict[str, Result], setup: dict[str, Any]) -> str:
     args = setup["args"]
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, Python {platform.python_version()}; "
-        f"load average (1/5/15 min) {setup['load']}.",
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"both servers' model on {setup['device']}; load average (1/5/15 min) {setup['load']}.",
         f"Model: {setup['model']}.",
         f"Load generator: `hey` (one client: `-n {args.requests} -c 1`; loaded: `-c {args.clients} "
         f"-z {args.duration:g}s`; heavy: `-n {args.heavy_requests} -c 1`). Light request `POST /generate "

@@ -3,7 +3,8 @@
 What a first implementation typically looks like: a synchronous FastAPI endpoint (run in the
 framework's thread pool), the model called once per request with torch's default threading, no
 queue and no batching. It shares the request schema, the noise plan and the PNG encoder with the
-real service, so both answer the same contract. Run: `python -m benchmarks.naive_server REGISTRY PORT`.
+real service, so both answer the same contract, on the same device (DEVICE: auto, cpu, cuda...; the
+benchmark passes the project's). Run: `python -m benchmarks.naive_server REGISTRY PORT [DEVICE]`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ from app.engine import Engine
 from app.imaging import to_png
 from app.inference import paint, plan_generation
 from app.schemas import GenerateRequest
+from model.device import resolve_device
 from model.registry import Registry
 
 MODEL: dict[str, Engine] = {}
 
 
-def build_app(registry: str) -> FastAPI:
-    """The naive app over the active version of `registry`."""
+def build_app(registry: str, device: str = "cpu") -> FastAPI:
+    """The naive app over the active version of `registry`, on `device`."""
+    on = resolve_device(device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         reg = Registry(registry)
         name = reg.resolve(None)
-        MODEL["engine"] = Engine(name, reg.load(name), torch.device("cpu"))
+        MODEL["engine"] = Engine(name, reg.load(name, on), on)
         yield
 
     app = FastAPI(lifespan=lifespan)
@@ -46,7 +49,8 @@ def build_app(registry: str) -> FastAPI:
         temperature = engine.default_temperature if body.temperature is None else body.temperature
         plan = plan_generation(body.text, body.samples, seed, temperature, body.style, engine.latent_dim)
         with torch.inference_mode():
-            probs = engine.model.decode(plan.z, plan.y)  # one forward pass for this request alone
+            # one forward pass for this request alone
+            probs = engine.model.decode(plan.z.to(on), plan.y.to(on)).cpu()
         png = to_png(paint(plan, probs), scale=body.scale, invert=body.invert)
         spent = (time.perf_counter() - started) * 1000
         headers = {"X-Model-Version": engine.version, "X-Seed": str(seed), "X-Inference-Ms": f"{spent:.3f}"}
@@ -60,9 +64,10 @@ def build_app(registry: str) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m benchmarks.naive_server REGISTRY PORT`."""
-    registry, port = (argv if argv is not None else sys.argv[1:])[:2]
-    uvicorn.run(build_app(registry), host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
+    """`python -m benchmarks.naive_server REGISTRY PORT [DEVICE]`."""
+    registry, port, *device = argv if argv is not None else sys.argv[1:]
+    app = build_app(registry, *device[:1])
+    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from app.cpus import available_cpus, cgroup_quota
 from app.exceptions import InferenceTimeout, Overloaded
 from app.imaging import to_png
 from app.settings import Settings
+from benchmarks.naive_server import build_app
+from model.errors import DeviceError
 from model.registry import Registry
 from tests.builders.rawhttp import connect, read_response, request_head
 
@@ -270,3 +273,33 @@ def test_the_in_process_cpu_benchmark_runs_and_reports_each_thread(random_regist
     assert wrong.returncode == 1 and "answered 422, expected 200" in wrong.stderr
     nonsense = bench("--concurrency", "0")  # refused by the command line, before anything starts
     assert nonsense.returncode == 2 and "--concurrency: must be >= 1, got 0" in nonsense.stderr
+
+
+def test_the_benchmark_runs_both_servers_on_one_device_and_refuses_one_this_machine_lacks(
+    random_registry: Registry,
+) -> None:
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "benchmarks.bench_generate", "--registry", str(random_registry.root)]
+        return subprocess.run([*command, "--no-write", *args], capture_output=True, text=True, timeout=300)
+
+    if shutil.which("hey") is None:
+        pytest.fail("the benchmark needs hey: make deps-hey")
+    small = ("--duration", "1", "--requests", "30", "--heavy-requests", "1", "--burst", "0")
+    ran = bench("--device", "cpu", *small)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "both servers' model on cpu;" in ran.stdout
+    rows = [line.split("|")[1].strip() for line in ran.stdout.splitlines() if line.startswith("| p")]
+    assert rows == ["project", "plain"]
+    assert "- 64 clients: project / plain throughput = **" in ran.stdout
+    if not torch.cuda.is_available():  # `CVAE_DEVICE=cuda make bench` here: refused before any server
+        started = time.perf_counter()
+        refused = bench("--device", "cuda")
+        assert refused.returncode == 2 and "CUDA is not available" in refused.stderr
+        assert time.perf_counter() - started < 30 and "measuring" not in refused.stdout
+
+
+def test_the_plain_server_refuses_a_device_this_machine_lacks() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        build_app("unused", "cuda")  # not a CPU server that would pass for a GPU one

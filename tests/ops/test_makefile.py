@@ -97,5 +97,6 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")]).returncode == 0
 
 
-def test_container_smoke_script_parses() -> None:
-    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "container_smoke.sh")]).returncode == 0
+@pytest.mark.parametrize("script", ["container_smoke.sh", "device_bundle.sh", "device_check.sh"])
+def test_the_shell_scripts_parse(script: str) -> None:
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / script)]).returncode == 0
