@@ -19,6 +19,8 @@ HAProxy with as many threads. What they measure is the machine and the load gene
 
 The model is the active version of --registry when there is one, else a freshly built network of the
 default preset with random weights (timing does not depend on the weights; the output says which).
+Both servers run it on --device (default $CVAE_DEVICE, else auto: CUDA when present, as `make serve`);
+a device this machine lacks stops the benchmark before any server starts.
 
 Run: `make bench` or `python -m benchmarks.bench_generate [--registry ./registry] [--duration 10]`
 """
