@@ -16,7 +16,9 @@ bundle=.device
 
 rm -rf "$bundle"
 mkdir -p "$bundle/wheels" "$bundle/bin" "$bundle/mnist"
-"$python" -m pip freeze | grep -i -E '^(fastapi|starlette|pydantic|pydantic[-_]core|pydantic-settings|python-multipart|uvicorn|httptools|python-dotenv|annotated-types|typing[-_]inspection|typing[-_]extensions|anyio|h11)==' \
+# Pinned: the packages such an image lacks. What they need and the image has (anyio, h11, ...) is not
+# pinned, so pip keeps the image's version when it is new enough; the download brings a wheel for each.
+"$python" -m pip freeze | grep -i -E '^(fastapi|starlette|pydantic|pydantic[-_]core|pydantic-settings|python-multipart|uvicorn|httptools|python-dotenv|annotated-types|typing[-_]inspection)==' \
     >"$bundle/requirements.txt"
 "$python" -m pip download --quiet --only-binary=:all: --implementation cp --python-version "$version" \
     --platform manylinux2014_x86_64 --dest "$bundle/wheels" -r "$bundle/requirements.txt"
