@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import torch
 
-from app.settings import Settings, get_settings
+from app.settings import Settings
 from benchmarks import hey
 from benchmarks.bench_report import Overload, Result, render, write_doc
 from benchmarks.floor_server import haproxy_floor
@@ -164,10 +164,13 @@ def measure(kind: str, registry: Path, args: argparse.Namespace, log: Path) -> R
     return result
 
 
-def floor_bursts(registry: Path, args: argparse.Namespace, log: Path) -> tuple[hey.Run, hey.Run | None]:
+def floor_bursts(
+    registry: Path, args: argparse.Namespace, log: Path, device: torch.device
+) -> tuple[hey.Run, hey.Run | None]:
     """The same burst (`hey`) against the servers of benchmarks/floor_server.py, which refuse everything
-    at once: uvicorn, then HAProxy with as many threads (None when HAProxy is not installed)."""
-    with server("floor", registry, log) as (url, pid):
+    at once: uvicorn with the project's worker count on `device`, then HAProxy with as many threads
+    (None when HAProxy is not installed)."""
+    with server("floor", registry, log, args.device) as (url, pid):
         settle(pid)
         uvicorn_floor = _burst(url, args)
     try:
@@ -175,7 +178,8 @@ def floor_bursts(registry: Path, args: argparse.Namespace, log: Path) -> tuple[h
     except StartError as missing:
         print(f"no HAProxy floor: {missing}", flush=True)
         return uvicorn_floor, None
-    with haproxy_floor(free_port(), get_settings().worker_count(cuda=False)) as url:
+    threads = Settings(**SERVER_SETTINGS["floor"]).worker_count(cuda=device.type == "cuda")
+    with haproxy_floor(free_port(), threads) as url:
         return uvicorn_floor, _burst(url, args)
 
 
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         overloaded = results.get("project")
         if overloaded is not None and overloaded.overload is not None:
             print("measuring the floor (servers that refuse at once) ...", flush=True)
-            floors = floor_bursts(registry, args, Path(scratch) / "floor.log")
+            floors = floor_bursts(registry, args, Path(scratch) / "floor.log", device)
             overloaded.overload.floor, overloaded.overload.floor_haproxy = floors
     setup = {
         "model": model,

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from app.settings import get_settings
 from loadtest.fleet import haproxy_binary
 from loadtest.processes import running, wait_http_ok
+from model.device import resolve_device
 
 _REFUSED = b'{"detail":"refused at once: the floor server does no work"}'
 _REFUSED_HEADERS = [
@@ -80,13 +81,15 @@ def haproxy_floor(port: int, threads: int) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m benchmarks.floor_server PORT`: as many workers as the service would start."""
+    """`python -m benchmarks.floor_server PORT`: as many workers as the service would start with these
+    settings (`python -m app`: one on CUDA)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("port", type=int)
     port = parser.parse_args(argv).port
-    workers = get_settings().worker_count(cuda=False)
+    settings = get_settings()
+    workers = settings.worker_count(cuda=resolve_device(settings.device).type == "cuda")
     uvicorn.run(
         "benchmarks.floor_server:app",
         host="127.0.0.1",
