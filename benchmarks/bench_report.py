@@ -57,7 +57,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def _ms(values: list[float], q: float) -> str:
-    return f"{pct(values, q) * 1000:.2f}"
+    """The q-th percentile in ms, "-" when there is none (e.g. a burst that refused nothing)."""
+    return f"{pct(values, q) * 1000:.2f}" if values else "-"
+
+
+def _s(values: list[float], q: float) -> str:
+    """The q-th percentile in s, "-" when there is none."""
+    return f"{pct(values, q):.3f}" if values else "-"
 
 
 def _main_table(results: dict[str, Result], clients: int) -> list[str]:
@@ -74,7 +80,7 @@ def _main_table(results: dict[str, Result], clients: int) -> list[str]:
         lines.append(
             f"| {kind} | {_ms(ok, 50)} | {_ms(ok, 99)} | {r.single.rps:.0f} | {r.loaded.rps:.0f} | "
             f"{_ms(loaded, 50)} | {_ms(loaded, 99)} | {r.cpu_ms:.3f} | {errors} | "
-            f"{pct(heavy, 50):.3f} | {max(heavy, default=float('nan')):.3f} |"
+            f"{_s(heavy, 50)} | {_s(heavy, 100)} |"
         )
     return lines
 
@@ -93,7 +99,7 @@ def _overload_lines(o: Overload) -> list[str]:
             "| 200 past the deadline | 503 with Retry-After |",
             "|---|---|---|---|---|---|---|---|---|---|",
             f"| hey | {len(ok)} | {len(shed)} | {other} / {o.hey.missing} | {_ms(shed, 50)} | "
-            f"{_ms(shed, 99)} | {_ms(shed, 100)} | {max(ok, default=float('nan')):.2f} | {late} | "
+            f"{_ms(shed, 99)} | {_ms(shed, 100)} | {_s(ok, 100)} | {late} | "
             "(hey shows no headers) |",
         ]
     if o.raw:
@@ -105,7 +111,7 @@ def _overload_lines(o: Overload) -> list[str]:
         lines.append(
             f"| raw_client | {len(ok)} | {len(shed)} | {other} / {o.requests - len(o.raw)} | "
             f"{_ms(shed, 50)} | {_ms(shed, 99)} | {_ms(shed, 100)} | "
-            f"{max(ok, default=float('nan')):.2f} | {late} | {retry} of {len(shed)} |"
+            f"{_s(ok, 100)} | {late} | {retry} of {len(shed)} |"
         )
     for name, floor in (("floor server", o.floor), ("HAProxy", o.floor_haproxy)):
         if floor is not None:
@@ -155,16 +161,16 @@ def _verdicts(results: dict[str, Result], clients: int) -> list[str]:
         late = sum(1 for t in o.hey.times(200) if t > o.deadline_s)
         late += sum(1 for status, _, t in o.raw if status == 200 and t > o.deadline_s)
         lines.append(
-            f"- overload: 503 p99 **{pct(shed, 99) * 1000:.1f} ms** over both bursts (target <= "
+            f"- overload: 503 p99 **{_ms(shed, 99)} ms** over both bursts (target <= "
             f"{TARGET_SHED_P99_MS:g}), accepted answers past the deadline: **{late}**, "
             f"/readyz non-200: **{sum(1 for s, _ in o.readyz if s != 200)}**"
         )
         if o.floor is not None:
             lines.append(
                 f"- the same hey burst against a server that refuses at once (benchmarks/floor_server.py): "
-                f"503 p99 **{pct(o.floor.times(503), 99) * 1000:.1f} ms** (uvicorn)"
+                f"503 p99 **{_ms(o.floor.times(503), 99)} ms** (uvicorn)"
                 + (
-                    f", **{pct(o.floor_haproxy.times(503), 99) * 1000:.1f} ms** (HAProxy)"
+                    f", **{_ms(o.floor_haproxy.times(503), 99)} ms** (HAProxy)"
                     if o.floor_haproxy is not None
                     else ""
                 )

@@ -24,6 +24,8 @@ from app.cpus import available_cpus, cgroup_quota
 from app.exceptions import InferenceTimeout, Overloaded
 from app.imaging import to_png
 from app.settings import Settings
+from benchmarks.bench_report import Overload, Result, _overload_lines, _verdicts
+from benchmarks.hey import Run
 from benchmarks.naive_server import build_app
 from model.errors import DeviceError
 from model.registry import Registry
@@ -303,3 +305,17 @@ def test_the_plain_server_refuses_a_device_this_machine_lacks() -> None:
         pytest.skip("CUDA is available here")
     with pytest.raises(DeviceError, match="CUDA is not available"):
         build_app("unused", "cuda")  # not a CPU server that would pass for a GPU one
+
+
+def test_the_benchmark_report_shows_a_dash_not_nan_for_a_burst_that_refused_nothing() -> None:
+    accepted = Run(seconds=[0.4, 0.6], statuses=[200, 200], wall_s=1.0)
+    overload = Overload(requests=2, clients=2, deadline_s=10.0, hey=accepted, raw=[(200, None, 0.5)])
+    overload.floor = Run(seconds=[0.002, 0.004], statuses=[503, 503], wall_s=0.1)
+    project = Result(accepted, cpu_ms=0.4, overload=overload)
+    lines = _overload_lines(overload) + _verdicts({"project": project}, 64)
+    text = "\n".join(lines)
+    assert "nan" not in text.lower()
+    hey_row = next(line for line in lines if line.startswith("| hey |"))
+    assert hey_row.split(" | ")[4:8] == ["-", "-", "-", "0.600"]  # 503 p50, p99, max; 200 max s
+    assert "503 p99 **- ms** over both bursts" in text
+    assert "**4.00 ms** (uvicorn)" in text  # figures that exist are still printed
