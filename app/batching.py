@@ -67,6 +67,8 @@ ALONE_MAX_ROWS = 16
 ALONE_MAX_PIXELS = 100_000
 WATCH_CLIENT_AFTER_S = 0.25  # watch for a disconnect only when the estimated wait is longer than this
 LARGE_LANE_NICE = 10  # OS priority offset of the large lane's thread
+CALIBRATION_ROUNDS = 3
+RATES = ("job_s", "row_s", "pixel_s")  # the cost model's rates
 _SMALL, _LARGE = 0, 1
 
 
@@ -97,6 +99,7 @@ class CostModel:
         self.job_s, self.row_s, self.pixel_s = job_s, row_s, pixel_s
         self.weight = weight
         self._seen: set[str] = set()
+        self.followed: set[str] = set()  # rates that requests measured since the last calibration
 
     def estimate(self, jobs: int, rows: int, pixels: int) -> float:
         return jobs * self.job_s + rows * self.row_s + pixels * self.pixel_s
@@ -113,10 +116,21 @@ class CostModel:
         else:
             self._follow("job_s", max(0.0, seconds - pixels * self.pixel_s))
 
+    def adopt(self, rounds: list[CostModel]) -> None:
+        """Each rate from the fastest of calibration `rounds` that measured it, taken as measured: a busy
+        moment only slows a round down, and the first round also pays one-off costs (allocations)."""
+        for rate in RATES:
+            measured = [getattr(r, rate) for r in rounds if rate in r._seen]
+            if measured:
+                setattr(self, rate, min(measured))
+                self._seen.add(rate)
+        self.followed.clear()
+
     def _follow(self, rate: str, measured: float) -> None:
         old = getattr(self, rate)
         new = old + self.weight * (measured - old) if rate in self._seen else measured
         self._seen.add(rate)
+        self.followed.add(rate)
         setattr(self, rate, new)
 
 
@@ -152,6 +166,10 @@ class _Lane:
         self.worker: asyncio.Task[None] | None = None
 
 
+def _lane_index(rows: int, pixels: int) -> int:
+    return _SMALL if rows <= SMALL_JOB_ROWS and pixels <= SMALL_JOB_PIXELS else _LARGE
+
+
 def _lower_priority() -> None:
     """Run this thread at a lower OS priority (Linux: a thread has its own nice value)."""
     with contextlib.suppress(AttributeError, OSError):
@@ -177,6 +195,7 @@ class Batcher:
         self.cost = cost or CostModel()
         self._lanes = (_Lane("cvae-inference"), _Lane("cvae-inference-large", _lower_priority))
         self._closing = False
+        self._last_request = time.perf_counter()
         self._requests_in_flight = requests_in_flight  # None: always wait up to max_wait_ms, never inline
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -200,13 +219,31 @@ class Batcher:
 
     async def calibrate(
         self, runner: Runner, kind: str, jobs: list[tuple[int, int, Callable, Callable]]
-    ) -> None:
-        """Run (rows, pixels, prepare, finish) jobs one by one straight on the inference thread (no queue,
-        no metrics), so the cost model starts from this machine's speed."""
+    ) -> bool:
+        """Run (rows, pixels, prepare, finish) jobs one by one straight on their lane's thread (no queue,
+        no metrics), CALIBRATION_ROUNDS times; the cost model then starts from the fastest round's rates
+        (`CostModel.adopt`): this machine's speed, now. Nothing is kept (False) when a request came
+        meanwhile: the rounds were then measured beside it, and the requests' own passes measure
+        the pace under load anyway."""
         loop = asyncio.get_running_loop()
-        for rows, pixels, prepare, finish in jobs:
-            job = Job(runner, kind, rows, math.inf, loop.create_future(), None, prepare, finish, pixels)
-            await loop.run_in_executor(self._lanes[_SMALL].executor, _compute, [job], self.cost)
+        last_request, rounds = self._last_request, []
+        for _ in range(CALIBRATION_ROUNDS):
+            measured = CostModel()
+            for rows, pixels, prepare, finish in jobs:
+                job = Job(runner, kind, rows, math.inf, loop.create_future(), None, prepare, finish, pixels)
+                lane = self._lanes[_lane_index(rows, pixels)]
+                await loop.run_in_executor(lane.executor, _compute, [job], measured)
+            rounds.append(measured)
+        if self._last_request != last_request:
+            return False
+        self.cost.adopt(rounds)
+        return True
+
+    def idle_s(self) -> float:
+        """Seconds since the last request came, 0 while a job waits or is computed."""
+        if any(lane.waiting[0] or lane.running for lane in self._lanes):
+            return 0.0
+        return time.perf_counter() - self._last_request
 
     # -- requests ------------------------------------------------------------------------------
     async def submit(
@@ -233,9 +270,9 @@ class Batcher:
         output rows, or the rows themselves. `disconnected` completes when the client goes away."""
         if self._closing:
             raise NotReady("the server is shutting down; retry on another instance")
-        now = time.perf_counter()
+        now = self._last_request = time.perf_counter()
         own = self.cost.estimate(1, rows, pixels)
-        index = _SMALL if rows <= SMALL_JOB_ROWS and pixels <= SMALL_JOB_PIXELS else _LARGE
+        index = _lane_index(rows, pixels)
         lane = self._lanes[index]
         ahead = self._admit(now, own, lane, deadline)
         loop = asyncio.get_running_loop()

@@ -265,15 +265,16 @@ class Inference:
         metrics.UPLOAD_NEG_ELBO.labels(engine.version).observe(-result.elbo)
         return result
 
-    async def calibrate(self) -> None:
+    async def calibrate(self) -> bool:
         """Time a light and a large generation on the inference thread (no queue, no metrics), so the
-        admission estimates start from this machine's speed rather than a guess."""
+        admission estimates start from this machine's speed rather than a guess; False when a request
+        came meanwhile and nothing was kept (`Batcher.calibrate`)."""
         engine = await self.pool.get(None)
         jobs = []
-        for text, samples, scale in (("42", 1, 1), ("0123456789", 4, 8)) * 2:
+        for text, samples, scale in (("42", 1, 1), ("0123456789", 4, 8)):
             job = GenerationJob(text, samples, 0, 1.0, None, engine.latent_dim, scale, False)
             jobs.append((job.rows, job.pixels, job.prepare, job.finish))
-        await self.batcher.calibrate(engine, DECODE, jobs)
+        return await self.batcher.calibrate(engine, DECODE, jobs)
 
 
 def _one_hot(label: int, size: int) -> torch.Tensor:

@@ -33,6 +33,14 @@ log = logging.getLogger("app.service")
 # The live gauges (requests in flight, jobs queued) are set from their counts this often and at every
 # scrape, not written per request: in multiprocess mode each gauge write is a write to a shared file.
 GAUGE_SAMPLE_S = 0.1
+# Until requests have measured the forward pass, the admission estimates are measured again while the
+# server is idle (no request for IDLE_S): 5 s after start, then at doubling intervals up to every 10
+# minutes. A start on a busy machine (a rolling update, other pods starting) measures a slow machine,
+# and estimates that slow would refuse work the machine can do until traffic corrected them. A newly
+# served version (or the first one, when the registry was empty at start) starts the schedule over.
+RECALIBRATE_FIRST_S = 5.0
+RECALIBRATE_MAX_S = 600.0
+IDLE_S = 2.0
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Service:
     draining: bool = False
     _poller: asyncio.Task[None] | None = field(default=None, repr=False)
     _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
+    _calibrator: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, in_flight: InFlight | None = None) -> Service:
@@ -83,16 +92,51 @@ class Service:
         else:
             await self._calibrate()
             log.info("serving %s on %s", served, self.pool.device)
+        loop = asyncio.get_running_loop()
         if self.settings.registry_poll_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="cvae-registry-poll")
+            self._poller = loop.create_task(self._poll(), name="cvae-registry-poll")
+        self._calibrator = loop.create_task(self._recalibrate(served), name="cvae-calibration")
         freeze_startup_objects()
 
     async def _calibrate(self) -> None:
-        """Admission estimates from this machine's speed (a failure leaves the built-in guesses)."""
+        """Admission estimates from this machine's speed (a failure leaves the estimates as they were)."""
         try:
-            await self.inference.calibrate()
+            kept = await self.inference.calibrate()
         except Exception as exc:  # noqa: BLE001 - serving matters more than the estimates
-            log.warning("admission estimates start from their defaults: %s", exc)
+            log.warning("admission estimates not measured: %s", exc)
+            return
+        if not kept:
+            return
+        cost = self.batcher.cost
+        log.debug(
+            "admission estimates: %.3f ms a request + %.2f us a row + %.2f ns a pixel",
+            cost.job_s * 1e3,
+            cost.row_s * 1e6,
+            cost.pixel_s * 1e9,
+        )
+
+    async def _recalibrate(self, calibrated_for: str | None) -> None:
+        """Measure the admission estimates again while idle, until requests measure them (see
+        RECALIBRATE_FIRST_S); soon after the served version changes (or the first one is loaded)."""
+        loop = asyncio.get_running_loop()
+        interval = RECALIBRATE_FIRST_S
+        due = loop.time() + interval
+        while True:
+            await asyncio.sleep(1.0)
+            serving = self.pool.serving
+            if serving != calibrated_for:
+                calibrated_for, interval, due = serving, RECALIBRATE_FIRST_S, loop.time()
+                self.batcher.cost.followed.clear()  # what requests measured was another model's pace
+            if (
+                serving is None
+                or loop.time() < due
+                or "row_s" in self.batcher.cost.followed  # requests measured the pass: they know best
+                or self.batcher.idle_s() < IDLE_S
+            ):
+                continue
+            await self._calibrate()
+            interval = min(2 * interval, RECALIBRATE_MAX_S)
+            due = loop.time() + interval
 
     def begin_drain(self) -> bool:
         """From now on /readyz answers 503; requests are still answered until the server stops.
@@ -108,6 +152,7 @@ class Service:
         """Stop polling, drain queued inference work, then release the worker and the live metrics."""
         self.begin_drain()
         await _cancel(self._poller)
+        await _cancel(self._calibrator)
         await self.batcher.stop()
         await _cancel(self._sampler)
         self.sample_gauges()

@@ -226,3 +226,66 @@ def test_stop_drains_queued_work_then_refuses_new_work() -> None:
             await batcher.submit(runner, "decode", rows(1), 5)
 
     run(body())
+
+
+class Stepping(Doubler):
+    """A Doubler whose passes take the given seconds in turn (the last one from then on)."""
+
+    def __init__(self, *delays: float):
+        super().__init__()
+        self.delays = list(delays)
+
+    def run(self, kind: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.delay_s = self.delays.pop(0) if len(self.delays) > 1 else self.delays[0]
+        return super().run(kind, *inputs)
+
+
+def _calibration_jobs(rows_: int) -> list[tuple[int, int, object, object]]:
+    return [(rows_, 0, lambda: rows(*range(rows_)), None)]
+
+
+def test_calibration_keeps_each_rate_s_fastest_round() -> None:
+    """A first round slowed down (one-off costs, a busy moment) does not set the estimates."""
+
+    async def body() -> None:
+        batcher = Batcher(64, 0, 100)
+        kept = await batcher.calibrate(Stepping(0.2, 0.02, 0.05), "decode", _calibration_jobs(20))  # type: ignore[arg-type]
+        assert kept
+        assert 0.02 / 20 <= batcher.cost.row_s < 0.04 / 20  # the 20 ms round, not 200 or 50 ms
+        assert batcher.cost.followed == set()  # measured by calibration, not by requests
+        await batcher.stop()
+
+    run(body())
+
+
+def test_calibration_keeps_nothing_when_a_request_came_meanwhile() -> None:
+    """Rounds measured beside requests are not the machine's speed; the requests measure the pace."""
+
+    async def body() -> None:
+        batcher = await _started(max_wait_ms=0)
+        before = batcher.cost.row_s
+        calibration = asyncio.create_task(
+            batcher.calibrate(Stepping(0.05), "decode", _calibration_jobs(20))  # type: ignore[arg-type]
+        )
+        await asyncio.sleep(0.02)
+        out, _ = await batcher.submit(Doubler(), "decode", rows(1.0), timeout_s=5)
+        assert out[0].tolist() == [[2.0]]
+        assert await calibration is False
+        assert batcher.cost.row_s == before
+        await batcher.stop()
+
+    run(body())
+
+
+def test_idle_time_counts_from_the_last_request_and_is_zero_while_work_waits() -> None:
+    async def body() -> None:
+        batcher = await _started(max_wait_ms=0)
+        slow = asyncio.create_task(batcher.submit(Doubler(0.2), "decode", rows(*range(20)), timeout_s=5))
+        await asyncio.sleep(0.1)
+        assert batcher.idle_s() == 0.0
+        await slow
+        await asyncio.sleep(0.1)
+        assert 0.05 < batcher.idle_s() < 1.0
+        await batcher.stop()
+
+    run(body())

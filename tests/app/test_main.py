@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app import service as service_module
 from app.api.routes import web
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
 from model.registry import Registry
+from tests.builders.models import make_random_registry
 
 
 def _request(settings: Settings, method: str, path: str, **kwargs: object) -> httpx.Response:
@@ -81,3 +85,57 @@ def test_startup_keeps_what_it_built_out_of_full_garbage_collections(random_regi
     finally:
         gc.unfreeze()  # (the test process goes on collecting as before)
     assert frozen > 10_000  # the imports and the model, not a handful of objects
+
+
+RATES = {"job_s", "row_s", "pixel_s"}
+
+
+async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def test_a_server_started_on_an_empty_registry_measures_its_estimates_once_a_version_is_served(
+    tmp_path: Path,
+) -> None:
+    """Before, the built-in guesses (a heavy request about 6x its real cost here) stayed until traffic
+    corrected them."""
+
+    async def body() -> None:
+        service = Service.build(Settings(registry=tmp_path / "registry", registry_poll_s=0.2))
+        await service.start()
+        try:
+            assert service.pool.serving is None and service.batcher.cost._seen == set()
+            make_random_registry(tmp_path / "registry")
+            assert await _until(lambda: service.batcher.cost._seen == RATES, 8)
+            assert service.pool.serving == "v0001"
+        finally:
+            await service.stop()
+
+    asyncio.run(body())
+
+
+def test_estimates_measured_on_a_busy_start_are_measured_again_when_idle_until_requests_measure_them(
+    random_registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "RECALIBRATE_FIRST_S", 0.5)
+    monkeypatch.setattr(service_module, "IDLE_S", 0.2)
+
+    async def body() -> None:
+        service = Service.build(Settings(registry=random_registry.root, registry_poll_s=0))
+        await service.start()
+        cost = service.batcher.cost
+        try:
+            cost.row_s = 1.0  # as if start-up had measured a machine 10,000x slower
+            assert await _until(lambda: cost.row_s < 0.01, 5)
+            cost.row_s, cost.followed = 1.0, {"row_s"}  # requests measured the pass: left to them
+            await asyncio.sleep(2.5)
+            assert cost.row_s == 1.0
+        finally:
+            await service.stop()
+
+    asyncio.run(body())
