@@ -2,10 +2,11 @@
 
     python -m loadtest --duration 60 --users 32          # what `make loadtest` runs
 
-Unless `--target` names a running service, it trains a model when the registry has none (`python -m
-training --if-empty`), starts `python -m app` on a free port and a Prometheus server scraping it every
-second (unless `--prometheus-url` names one), warms each endpoint up, runs Locust headless with the mix
-of `loadtest/locustfile.py`, waits for a scrape after the last answer, and writes
+Unless `--target` names a running service, it seeds a registry that has no version with the shipped
+pretrained model (as `python -m model.shipped` does; with `--train` it trains one instead when none is
+active, `python -m training --if-empty`), starts `python -m app` on a free port and a Prometheus server
+scraping it every second (unless `--prometheus-url` names one), warms each endpoint up, runs Locust
+headless with the mix of `loadtest/locustfile.py`, waits for a scrape after the last answer, and writes
 `reports/loadtest-<timestamp>/`. Everything it started is stopped on the way out, also on Ctrl-C,
 SIGTERM or an error. Progress goes to stderr; the report's path is the last line on stdout.
 Exit code: 0 when Locust saw no failure and both sides' request counts agree, else 1 (2 without Locust,
@@ -33,6 +34,9 @@ from loadtest.processes import free_port, run_foreground, running, stop, wait_ht
 from loadtest.prom import PromClient, PromError, scrape_config, server_command
 from loadtest.server import start_server
 from loadtest.warmup import model_version, warm_up
+from model.errors import ModelError
+from model.registry import Registry
+from model.shipped import seed_registry
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
@@ -52,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("CVAE_REGISTRY", "registry")),
         help="model registry ($CVAE_REGISTRY)",
     )
-    p.add_argument("--train-args", default="", help="extra flags for `python -m training --if-empty`")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="train a model when the registry has no active version (`python -m training --if-empty`) "
+        "instead of seeding an empty registry with the shipped pretrained model",
+    )
+    p.add_argument("--train-args", help="extra flags for `python -m training --if-empty` (needs --train)")
     p.add_argument(
         "--workers",
         type=int,
@@ -84,20 +94,33 @@ def report_dir(out: Path) -> Path:
     raise FileExistsError(f"no free report directory name under {out}")
 
 
+def prepare_model(args: argparse.Namespace) -> None:
+    """Seed a registry without versions with the shipped model, or (--train) train one if none is active."""
+    if args.train:
+        train_args = args.train_args or ""
+        say(f"model: python -m training --if-empty --registry {args.registry} {train_args}".rstrip())
+        run_foreground(
+            [
+                sys.executable,
+                "-m",
+                "training",
+                "--registry",
+                str(args.registry),
+                "--if-empty",
+                *shlex.split(train_args),
+            ]
+        )
+        return
+    version = seed_registry(Registry(args.registry, writer=True))
+    if version is None:
+        say(f"model: {args.registry} already has versions; the service serves its active one")
+    else:
+        say(f"model: {args.registry} had no version; the shipped pretrained model is {version}, active")
+
+
 def start_service(stack: contextlib.ExitStack, args: argparse.Namespace, run_dir: Path) -> str:
-    """Train if the registry is empty, then start `python -m app` on a free port; returns its URL."""
-    say(f"model: python -m training --if-empty --registry {args.registry} {args.train_args}".rstrip())
-    run_foreground(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "--registry",
-            str(args.registry),
-            "--if-empty",
-            *shlex.split(args.train_args),
-        ]
-    )
+    """Prepare the model, then start `python -m app` on a free port; returns its URL."""
+    prepare_model(args)
     port, log = free_port(), run_dir / "service.log"
     say(f"service: python -m app on http://127.0.0.1:{port} ({args.workers} worker(s)), log {log}")
     # The CVAE_* settings of our environment configure the service (the multiprocess metrics
@@ -230,7 +253,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the load test; print the report directory as the last line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.train_args is not None and not args.train:
+        parser.error("--train-args needs --train")
     if importlib.util.find_spec("locust") is None:
         say("Locust is not installed: pip install -e '.[load]' (or make loadtest)")
         return 2
@@ -241,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")
         return 130
-    except (PromError, OSError, RuntimeError, ValueError) as exc:
+    except (PromError, ModelError, OSError, RuntimeError, ValueError) as exc:
         say(f"failed: {exc}")
         print(run_dir, flush=True)
         return 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make container-smoke`: build the real Dockerfile with podman on a locally made Debian base image, then
-# check the container trains a (tiny) model into its registry volume and serves it: /readyz, the image's
-# HEALTHCHECK, a /generate answer, and a non-root user.
+# check the container seeds its registry volume with the shipped pretrained model and serves it: /readyz,
+# the image's HEALTHCHECK, a /generate answer, and a non-root user.
 #
 # No Docker engine or registry is needed: the base is `debootstrap` (Debian bookworm + python3.11 + venv)
 # imported with `podman import`; podman runs with runc, host networking and explicit ulimits (the VM's
@@ -86,14 +86,14 @@ run_and_check() {
   port="$(free_port)"
   url="http://127.0.0.1:$port"
   trap cleanup EXIT
-  say "trainer: python -m training --if-empty (tiny preset) into volume $VOLUME"
-  "${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" \
-    python -m training --if-empty --preset tiny --epochs 2 --no-eval --no-progress
-  say "trainer again: must find the active version and do nothing"
+  say "seed: python -m model.shipped (the shipped pretrained model) into volume $VOLUME"
+  "${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" python -m model.shipped --registry /data/registry
+  say "seed again: must find the version and leave the registry alone"
   local again
-  again="$("${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" python -m training --if-empty)"
+  again="$("${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" \
+    python -m model.shipped --registry /data/registry)"
   echo "$again"
-  grep -q "nothing to train" <<<"$again"
+  grep -q "already has versions" <<<"$again"
   say "api: the image's default command on port $port"
   "${RUN[@]}" -d --name "$NAME" -e CVAE_PORT="$port" -v "$VOLUME:/data/registry" "$IMAGE" >/dev/null
   for _ in $(seq 120); do

@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
+from model.registry import Registry
+from model.shipped import PRETRAINED_DIR
 from tests.builders.tools import REPO, compose_binary
+from training import cli as training_cli
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
-ALL_PROFILES = ["--profile", "gpu", "--profile", "load"]
+ALL_PROFILES = ["--profile", "gpu", "--profile", "load", "--profile", "train"]
 
 
 def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
@@ -34,7 +37,7 @@ def services() -> dict[str, Any]:
     return dict(json.loads(result.stdout)["services"])
 
 
-@pytest.mark.parametrize("profiles", [[], ["--profile", "gpu"], ALL_PROFILES])
+@pytest.mark.parametrize("profiles", [[], ["--profile", "gpu"], ["--profile", "train"], ALL_PROFILES])
 def test_compose_config_is_valid(profiles: list[str]) -> None:
     result = compose(*profiles, "config", "-q")
     assert result.returncode == 0, result.stderr
@@ -50,14 +53,30 @@ def test_compose_binary_really_validates(tmp_path: Path) -> None:
 
 
 def test_services_of_the_stack(services: dict[str, Any]) -> None:
-    assert set(services) == {"trainer", "api", "api-gpu", "haproxy", "prometheus", "grafana", "loadtest"}
-    assert services["trainer"]["command"][:4] == ["python", "-m", "training", "--if-empty"]
-    assert services["api"]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+    profiled = {"trainer", "api-gpu", "loadtest"}
+    assert set(services) == {"seed", "api", "haproxy", "prometheus", "grafana"} | profiled
+    assert services["seed"]["command"] == ["python", "-m", "model.shipped", "--registry", "/data/registry"]
+    assert services["seed"]["image"] == services["api"]["image"] and services["seed"]["restart"] == "no"
+    for api in ("api", "api-gpu"):
+        assert set(services[api]["depends_on"]) == {"seed"}
+        assert services[api]["depends_on"]["seed"]["condition"] == "service_completed_successfully"
     assert services["api"]["command"] == ["python", "-m", "app"]
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
-    volumes = [{v["source"] for v in services[name]["volumes"]} for name in ("trainer", "api")]
-    shared = volumes[0] & volumes[1]
-    assert shared == {"registry"}, "trainer and api share the registry volume"
+    for name in ("seed", "trainer", "api"):  # they share the registry volume
+        assert {v["source"]: v["target"] for v in services[name]["volumes"]} == {"registry": "/data/registry"}
+
+
+def test_the_trainer_trains_a_new_version_on_demand_only(services: dict[str, Any]) -> None:
+    trainer = services["trainer"]
+    assert trainer["profiles"] == ["train"]  # `docker compose up` does not train
+    assert trainer["command"][:3] == ["python", "-m", "training"]
+    assert "--if-empty" not in trainer["command"] and "--no-promote" not in trainer["command"]
+    config = training_cli.config_from_args(training_cli.build_parser().parse_args(trainer["command"][3:]))
+    assert config.promote and config.preset == "default"  # the new version is made active
+    assert trainer["image"] == services["api"]["image"]
+    default = compose("config", "--services")
+    assert default.returncode == 0, default.stderr
+    assert "trainer" not in default.stdout.split() and "seed" in default.stdout.split()
 
 
 def test_gpu_profile_reserves_an_nvidia_device(services: dict[str, Any]) -> None:
@@ -99,18 +118,38 @@ def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     )
 
 
-def test_trainer_command_runs_outside_the_container(
+def seed_command(services: dict[str, Any], registry: Path) -> list[str]:
+    """The seed service's command, run here with `registry` in place of the volume."""
+    command = services["seed"]["command"]
+    assert command[:2] == ["python", "-m"]
+    return [str(registry) if part == "/data/registry" else part for part in command[2:]]
+
+
+def test_seed_command_runs_outside_the_container(tmp_path: Path, services: dict[str, Any]) -> None:
+    registry = tmp_path / "registry"
+    result = run_module(*seed_command(services, registry))
+    assert result.returncode == 0, result.stderr
+    assert Registry(registry).version_names() == ["v0001"]
+    assert Registry(registry).active_version() == "v0001"
+    shipped = (PRETRAINED_DIR / "model.safetensors").read_bytes()
+    assert (registry / "v0001" / "model.safetensors").read_bytes() == shipped
+
+
+def test_seed_command_leaves_a_registry_with_versions_alone(
     trained_registry: Path, tmp_path: Path, services: dict[str, Any]
 ) -> None:
     registry = tmp_path / "registry"
     shutil.copytree(trained_registry, registry)
-    command = services["trainer"]["command"]
-    result = run_module(*command[2:], "--registry", str(registry))
+    before = sorted(str(p.relative_to(registry)) for p in registry.rglob("*"))
+    active = Registry(registry).active_version()
+    result = run_module(*seed_command(services, registry))
     assert result.returncode == 0, result.stderr
-    assert "nothing to train" in result.stdout
+    assert "already has versions" in result.stdout
+    assert sorted(str(p.relative_to(registry)) for p in registry.rglob("*")) == before
+    assert Registry(registry).active_version() == active
 
 
-@pytest.mark.parametrize("module", ["app", "loadtest", "training"])
+@pytest.mark.parametrize("module", ["app", "loadtest", "training", "model.shipped"])
 def test_container_entry_points_answer_help(module: str) -> None:
     result = run_module(module, "--help")
     assert result.returncode == 0, result.stderr

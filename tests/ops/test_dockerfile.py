@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import fnmatch
 import http.server
 import json
 import re
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from model.shipped import PRETRAINED_DIR
 from tests.builders.tools import REPO, venv_tool
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -73,6 +76,17 @@ def test_torch_is_installed_pinned_before_the_project() -> None:
     project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install .* \.( |$)", r))
     assert torch_at < project_at
     assert all("--no-cache-dir" in r for r in runs if "pip install" in r)
+
+
+def test_the_installed_project_carries_the_shipped_model() -> None:
+    """The seed step (`python -m model.shipped`) reads model/pretrained/ from the installed package."""
+    builder = stages(DOCKERFILE.read_text())["builder"]
+    assert ("COPY", "model ./model") in builder
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    globs = setuptools["package-data"]["model"]
+    shipped = [path.relative_to(REPO / "model").as_posix() for path in PRETRAINED_DIR.iterdir()]
+    assert "pretrained/mnist/model.safetensors" in shipped
+    assert all(any(fnmatch.fnmatch(name, glob) for glob in globs) for name in shipped), (shipped, globs)
 
 
 def test_runtime_stage_is_small_non_root_and_serves_the_registry_volume() -> None:

@@ -6,6 +6,8 @@ structure, and a policy every container must meet."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -280,18 +282,41 @@ def test_the_api_pod_drains_and_rolls_without_dropping(tmp_path: Path) -> None:
     assert env["CVAE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "cvae-admin"
 
 
-def test_the_registry_is_shared_read_write_many_and_trained_into() -> None:
+def test_the_registry_is_shared_read_write_many_seeded_and_trained_into() -> None:
     docs = objects("cpu+training-cron")
     claim = next(o for o in docs if o["kind"] == "PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    commands: dict[str, list[str]] = {}
     for kind, pod in pod_specs(docs):
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["registry"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
         if kind in ("Job", "CronJob"):
-            train = pod["containers"][0]
-            assert train["command"][:3] == ["python", "-m", "training"]
-            assert "--no-promote" not in train["command"]  # the new version is made active
-            assert not any(m.get("readOnly") for m in train["volumeMounts"])
+            container = pod["containers"][0]
+            commands[kind] = container["command"]
+            mount = next(m for m in container["volumeMounts"] if m["name"] == "registry")
+            assert mount["mountPath"] == "/data/registry" and not mount.get("readOnly"), kind
+    # The Job seeds an empty registry with the shipped model (no training); the CronJob trains a new
+    # version and makes it active.
+    assert commands["Job"] == ["python", "-m", "model.shipped", "--registry", "/data/registry"]
+    assert commands["CronJob"][:3] == ["python", "-m", "training"]
+    assert "--no-promote" not in commands["CronJob"] and "--if-empty" not in commands["CronJob"]
+
+
+def test_the_seed_job_is_small_and_short() -> None:
+    job = next(o for o in objects("cpu") if o["kind"] == "Job")
+    assert job["metadata"]["name"] == "cvae-seed"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "seed"
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "seed"
+    assert job["spec"]["activeDeadlineSeconds"] <= 900
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    mib = {
+        part: int(resources[part]["memory"][:-2]) * {"Mi": 1, "Gi": 1024}[resources[part]["memory"][-2:]]
+        for part in ("requests", "limits")
+    }
+    # `python -m model.shipped` peaks at about 236 MiB resident with the CPU image, nearly all of it
+    # importing torch (/usr/bin/time -v); a training pod asks for 2 Gi.
+    assert 236 < mib["requests"] <= mib["limits"] <= 1024
+    assert resources["requests"]["cpu"] == "100m"
 
 
 def test_every_setting_in_the_config_map_exists() -> None:
@@ -305,14 +330,38 @@ def test_every_setting_in_the_config_map_exists() -> None:
 
 def test_the_gpu_overlay_asks_for_a_gpu_on_gpu_nodes() -> None:
     for kind, pod in pod_specs(objects("gpu+all")):
-        if kind == "CronJob":
-            continue  # the retraining component is CPU unless patched
         limits = pod["containers"][0]["resources"]["limits"]
+        if kind != "Deployment":  # the seed Job copies files; the retraining component is CPU unless patched
+            assert "nvidia.com/gpu" not in limits and "nodeSelector" not in pod, kind
+            continue
         assert limits["nvidia.com/gpu"] == 1, kind
         assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     images = {c["image"] for _, pod in pod_specs(objects("gpu")) for c in pod["containers"]}
     assert images == {"cvae-digits:cuda"}
+
+
+def test_the_gpu_overlay_documents_retraining_on_a_gpu(tmp_path: Path) -> None:
+    """The commented lines of overlays/gpu/kustomization.yaml, uncommented, put the CronJob on a GPU."""
+    shutil.copytree(K8S, tmp_path / "k8s")
+    kustomization = tmp_path / "k8s" / "overlays" / "gpu" / "kustomization.yaml"
+    text = re.sub(r"^# (components:|  - )", r"\1", kustomization.read_text(), flags=re.M)
+    kustomization.write_text(text)
+    result = subprocess.run(
+        [venv_tool("kubectl"), "kustomize", str(kustomization.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "gpu-retraining.yaml").write_text(result.stdout)
+    checked = validate(tmp_path / "gpu-retraining.yaml", K8S_VERSIONS[0])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    specs = dict(pod_specs([doc for doc in yaml.safe_load_all(result.stdout) if doc]))
+    assert set(specs) == {"Deployment", "Job", "CronJob"}
+    assert specs["CronJob"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert specs["CronJob"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nvidia.com/gpu" not in specs["Job"]["containers"][0]["resources"]["limits"]
 
 
 def test_the_hpa_scales_on_the_metric_the_adapter_exposes() -> None:

@@ -1,6 +1,7 @@
 """The load test end to end: a short run of `python -m loadtest` (service, Prometheus, Locust) and its report.
 
-Also: Ctrl-C in the middle stops everything it started.
+Also: Ctrl-C in the middle stops everything it started, and the model the runner serves (the shipped one
+in an empty registry; a trained one only with --train).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from loadtest import runner
+from model.registry import Registry
+from model.shipped import PRETRAINED_DIR
 from tests.builders.tools import REPO, system_tool
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -63,6 +65,7 @@ def processes_mentioning(*needles: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_short_load_test_report_is_consistent(registry: Path, tmp_path: Path) -> None:
     system_tool("prometheus")
     result = subprocess.run(
@@ -104,6 +107,7 @@ def test_short_load_test_report_is_consistent(registry: Path, tmp_path: Path) ->
     assert processes_mentioning(str(run_dir), str(registry)) == [], "the load test left processes behind"
 
 
+@pytest.mark.slow
 def test_interrupt_stops_everything(registry: Path, tmp_path: Path) -> None:
     system_tool("prometheus")
     out = tmp_path / "reports"
@@ -137,3 +141,47 @@ def test_interrupt_stops_everything(registry: Path, tmp_path: Path) -> None:
     run_dir = next(out.glob("loadtest-*"))
     time.sleep(0.5)
     assert processes_mentioning(str(run_dir), str(registry)) == []
+
+
+# -- the model it serves ------------------------------------------------------------------------------
+@pytest.fixture
+def jobs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The commands the runner would run in the foreground (training), recorded instead of run."""
+    recorded: list[list[str]] = []
+    monkeypatch.setattr(runner, "run_foreground", lambda cmd, env=None: recorded.append(list(cmd)))
+    return recorded
+
+
+def test_an_empty_registry_gets_the_shipped_model_without_training(
+    tmp_path: Path, jobs: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry"
+    runner.prepare_model(runner.build_parser().parse_args(["--registry", str(registry)]))
+    assert jobs == []
+    assert Registry(registry).version_names() == ["v0001"] and Registry(registry).active_version() == "v0001"
+    shipped = (PRETRAINED_DIR / "model.safetensors").read_bytes()
+    assert (registry / "v0001" / "model.safetensors").read_bytes() == shipped
+    assert "the shipped pretrained model is v0001, active" in capsys.readouterr().err
+
+
+def test_a_registry_with_versions_is_served_as_it_is(registry: Path, jobs: list[list[str]]) -> None:
+    before = Registry(registry).version_names(), Registry(registry).active_version()
+    runner.prepare_model(runner.build_parser().parse_args(["--registry", str(registry)]))
+    assert jobs == []
+    assert (Registry(registry).version_names(), Registry(registry).active_version()) == before
+
+
+def test_train_trains_with_the_training_job_instead(tmp_path: Path, jobs: list[list[str]]) -> None:
+    registry = tmp_path / "registry"
+    argv = ["--registry", str(registry), "--train", "--train-args", "--preset tiny --epochs 2"]
+    runner.prepare_model(runner.build_parser().parse_args(argv))
+    training = [sys.executable, "-m", "training", "--registry", str(registry), "--if-empty"]
+    assert jobs == [[*training, "--preset", "tiny", "--epochs", "2"]]
+    assert not registry.exists(), "nothing seeded"
+
+
+def test_train_args_without_train_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        runner.main(["--train-args", "--preset tiny"])
+    assert exit_.value.code == 2
+    assert "--train-args needs --train" in capsys.readouterr().err
