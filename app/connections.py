@@ -38,6 +38,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from app import metrics
+from app.errors import error_response, http_error_for
+from app.exceptions import Overloaded
 
 log = logging.getLogger("app.connections")
 
@@ -47,7 +49,6 @@ log = logging.getLogger("app.connections")
 # doubles it) still sends the biggest PNG in a few round trips.
 SEND_BUFFER_BYTES = 32 * 1024
 OVER_CAP_GRACE_S = 1.0  # how long a connection over the cap may stay open without sending a request
-RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,13 @@ def error_bytes(status: int, reason: str, detail: str, extra: dict[str, str] | N
 
 
 async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
-    """The ASGI answer to a request on a connection over the cap: 503, Retry-After, connection closed."""
-    body = json.dumps({"detail": "too many open connections; retry shortly", "request_id": "-"}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    """The ASGI answer to a request on a connection over the cap: the service's answer to Overloaded
+    (app/errors.py: 503, Retry-After, the error shape of the path), then the connection is closed."""
+    mapped = http_error_for(Overloaded("too many open connections; retry shortly"))
+    assert mapped is not None  # Overloaded is a known domain error
+    status, detail, headers = mapped
+    answer = error_response(status, detail, {**headers, "Connection": "close"}, path=scope["path"])
+    await answer(scope, receive, send)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):

@@ -8,6 +8,7 @@ the run (tests/reliability/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import selectors
 import socket
 import threading
@@ -148,6 +149,14 @@ def test_idle_and_slow_connections_are_closed_and_the_cap_answers_503(two_versio
             refused = read_response(extra, time.perf_counter())
             extra.close()
             assert refused.status == 503 and refused.headers["retry-after"] == "1" and refused.closed
+            assert json.loads(refused.body)["detail"] == "too many open connections; retry shortly"
+            # ... in the error shape of its path (the Open Inference Protocol's under /v2)
+            extra = connect(server.base_url)
+            extra.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: h\r\n\r\n")
+            refused = read_response(extra, time.perf_counter())
+            extra.close()
+            assert refused.status == 503 and refused.headers["retry-after"] == "1" and refused.closed
+            assert json.loads(refused.body) == {"error": "too many open connections; retry shortly"}
             # every idle connection is closed by the server: over the cap within ~1 s, the rest at the
             # header timeout
             closed_at = closing_times(idle, started, HEADER_TIMEOUT_S + 5)
