@@ -35,9 +35,10 @@ log = logging.getLogger("app.service")
 GAUGE_SAMPLE_S = 0.1
 # Until requests have measured the forward pass, the admission estimates are measured again while the
 # server is idle (no request for IDLE_S): 1 s after start, then at doubling intervals up to every 10
-# minutes (about 10 calibrations in the first 10 minutes of an idle server, 0.1-0.2 s of CPU each). A start on a busy machine (a rolling update, other pods starting) measures a slow machine,
-# and estimates that slow would refuse work the machine can do until traffic corrected them. A newly
-# served version (or the first one, when the registry was empty at start) starts the schedule over.
+# minutes (9 calibrations in an idle server's first 10 minutes, about 30 ms of CPU each with the
+# shipped model). A start on a busy machine (a rolling update, other pods starting) measures a slow
+# machine, and estimates that slow would refuse work the machine can do until traffic corrected them.
+# A newly served version (or the first one, when the registry was empty at start) starts over.
 RECALIBRATE_FIRST_S = 1.0
 RECALIBRATE_MAX_S = 600.0
 IDLE_S = 2.0
