@@ -34,10 +34,10 @@ import httpx
 import numpy as np
 import torch
 import tritonclient.http.aio as triton
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bench_generate import benchmark_registry, server
 from benchmarks.bench_report import pct, write_doc
+from loadtest.exposition import parse_samples, value
 from training.data import load_bundled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,20 +95,16 @@ def inputs_for(model: str, rows: int) -> list[triton.InferInput]:
 
 def pass_figures(metrics_text: str) -> dict[str, tuple[float, float, float]]:
     """kind -> (forward passes, jobs, rows) so far, from the batcher's histograms."""
-    out: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name not in ("cvae_batch_size", "cvae_batch_rows"):
-            continue
-        for sample in family.samples:
-            kind = sample.labels.get("kind", "")
-            figures = out.setdefault(kind, [0.0, 0.0, 0.0])
-            if sample.name == "cvae_batch_size_count":
-                figures[0] = sample.value
-            elif sample.name == "cvae_batch_size_sum":
-                figures[1] = sample.value
-            elif sample.name == "cvae_batch_rows_sum":
-                figures[2] = sample.value
-    return {kind: (f[0], f[1], f[2]) for kind, f in out.items()}
+    samples = parse_samples(metrics_text)
+    kinds = {dict(labels).get("kind", "") for name, labels in samples if name == "cvae_batch_size_count"}
+    return {
+        kind: (
+            value(samples, "cvae_batch_size_count", kind=kind),
+            value(samples, "cvae_batch_size_sum", kind=kind),
+            value(samples, "cvae_batch_rows_sum", kind=kind),
+        )
+        for kind in kinds
+    }
 
 
 async def sender(stack: contextlib.AsyncExitStack, url: str, run: Run) -> Callable[[], Awaitable[object]]:

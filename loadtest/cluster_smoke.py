@@ -34,8 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from loadtest.exposition import Samples, parse_samples
 from loadtest.fleet import REPLICA_NAMES, HAProxy, Replica
 from loadtest.processes import StartError
 from loadtest.traffic import Traffic
@@ -70,14 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- reading the replicas -----------------------------------------------------------------------
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(url: str) -> Samples:
     with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+        return parse_samples(response.read().decode())
 
 
 def served_requests(replica: Replica) -> float:
