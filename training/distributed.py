@@ -72,6 +72,25 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def node_first(world: World) -> Iterator[None]:
+    """The block runs on each node's first process (LOCAL_RANK 0) before the job's other processes run
+    it, however it ended there: data fetched into a cache is fetched once per node, not once per
+    process, and the others then read the cache (or fail as the first one did). Call it in the process
+    group, on every rank."""
+    if not world.distributed:
+        yield
+        return
+    if world.local_rank != 0:
+        dist.barrier()
+        yield
+        return
+    try:
+        yield
+    finally:
+        dist.barrier()
+
+
 class EpochOrder:
     """The order of the examples each epoch: the whole seeded permutation in one process (as the
     single-process job always did), this rank's shard of a DistributedSampler under torchrun."""

@@ -26,7 +26,7 @@ from model.network import CVAE
 from model.registry import Registry
 from training.config import JobConfig
 from training.data import Digits, load_data, split
-from training.distributed import World, device_for, process_group, world_from_env
+from training.distributed import World, device_for, node_first, process_group, world_from_env
 from training.evaluate import elbo_metrics, evaluate
 from training.judge import accuracy, load_or_train_judge, to_tensors
 from training.loop import train
@@ -80,7 +80,8 @@ def _run(config: JobConfig, world: World, device: torch.device) -> JobResult:
     started = time.perf_counter()
     _seed_everything(config.seed)
     log = _logger(config, world)
-    data = _prepare_data(config)
+    with node_first(world):  # under torchrun, the full MNIST is fetched once per node
+        data = _prepare_data(config)
     test_note = f", {len(data.test)} test" if data.test is not None else ""
     log(
         f"data: {config.data} ({len(data.train)} train / {len(data.val)} validation{test_note}) on {device}"

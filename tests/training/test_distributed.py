@@ -3,6 +3,7 @@ rank 0 publishing one version that loads, and the same seed and world size givin
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadtest.processes import free_port
 from model.registry import Registry
 from training.distributed import EpochOrder, World
 from training.idx import write_idx
@@ -72,3 +74,53 @@ def test_each_rank_gets_its_own_equal_shard_of_every_epoch() -> None:
         assert len(shards[0]) == len(shards[1]) == 5
         assert sorted(torch.cat(shards).tolist()) == list(range(10))
     assert not torch.equal(orders[0](0), orders[0](1))  # set_epoch reshuffles
+
+
+NODE_FIRST = """
+import json, sys, time
+import torch
+from training.distributed import node_first, process_group, world_from_env
+
+world, log, fail = world_from_env(), sys.argv[1], sys.argv[2] == "fail"
+with process_group(world, torch.device("cpu")):
+    try:
+        with node_first(world):
+            began = time.time()
+            if world.local_rank == 0:
+                time.sleep(0.5)  # a download
+                if fail:
+                    raise OSError("no network")
+            outcome = "done"
+    except OSError:
+        outcome = "failed"
+    with open(log, "a") as f:
+        f.write(json.dumps([world.rank, began, time.time(), outcome]) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_node_s_first_process_loads_the_data_before_the_others(tmp_path: Path, fail: bool) -> None:
+    """Under torchrun the full MNIST is fetched by one process per node; the others wait for it (and
+    go on, to read the cache or fail the same way, when it failed) instead of all fetching at once."""
+    log = tmp_path / "log.jsonl"
+    port = str(free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", NODE_FIRST, str(log), "fail" if fail else "ok"],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            },
+        )
+        for rank in (0, 1)
+    ]
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    rows = {rank: (began, ended, outcome) for rank, began, ended, outcome in map(json.loads, log.open())}
+    assert rows[0][2] == ("failed" if fail else "done") and rows[1][2] == "done"
+    assert rows[1][0] >= rows[0][1] - 0.01  # rank 1 began its block once rank 0 had left it
+    assert rows[0][1] - rows[0][0] >= 0.5  # ... after the half-second "download"
