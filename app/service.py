@@ -101,6 +101,8 @@ class Service:
 
     async def _calibrate(self) -> None:
         """Admission estimates from this machine's speed (a failure leaves the estimates as they were)."""
+        cost = self.batcher.cost
+        before = (cost.job_s, cost.row_s, cost.pixel_s)
         try:
             kept = await self.inference.calibrate()
         except Exception as exc:  # noqa: BLE001 - serving matters more than the estimates
@@ -108,12 +110,20 @@ class Service:
             return
         if not kept:
             return
-        cost = self.batcher.cost
-        log.debug(
-            "admission estimates: %.3f ms a request + %.2f us a row + %.2f ns a pixel",
-            cost.job_s * 1e3,
-            cost.row_s * 1e6,
-            cost.pixel_s * 1e9,
+        after = (cost.job_s, cost.row_s, cost.pixel_s)
+        # Info when a large job's rates moved 2x (a start measured on a busy machine, corrected); a
+        # request's fixed part (a fraction of a millisecond) moves that much with the machine's noise.
+        moved = any(new > 2 * old or old > 2 * new for old, new in zip(before[1:], after[1:], strict=True))
+        log.log(
+            logging.INFO if moved else logging.DEBUG,
+            "admission estimates: %.3f ms a request + %.2f us a row + %.2f ns a pixel "
+            "(were %.3f + %.2f + %.2f)",
+            after[0] * 1e3,
+            after[1] * 1e6,
+            after[2] * 1e9,
+            before[0] * 1e3,
+            before[1] * 1e6,
+            before[2] * 1e9,
         )
 
     async def _recalibrate(self, calibrated_for: str | None) -> None:

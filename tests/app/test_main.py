@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -120,8 +121,9 @@ def test_a_server_started_on_an_empty_registry_measures_its_estimates_once_a_ver
 
 
 def test_estimates_measured_on_a_busy_start_are_measured_again_when_idle_until_requests_measure_them(
-    random_registry: Registry, monkeypatch: pytest.MonkeyPatch
+    random_registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="app.service")
     monkeypatch.setattr(service_module, "RECALIBRATE_FIRST_S", 0.5)
     monkeypatch.setattr(service_module, "IDLE_S", 0.2)
 
@@ -132,6 +134,8 @@ def test_estimates_measured_on_a_busy_start_are_measured_again_when_idle_until_r
         try:
             cost.row_s = 1.0  # as if start-up had measured a machine 10,000x slower
             assert await _until(lambda: cost.row_s < 0.01, 5)
+            corrected = [r.getMessage() for r in caplog.records if "(were " in r.getMessage()][-1]
+            assert "+ 1000000.00 +" in corrected  # the operator sees the slow estimate corrected
             cost.row_s, cost.followed = 1.0, {"row_s"}  # requests measured the pass: left to them
             await asyncio.sleep(2.5)
             assert cost.row_s == 1.0
