@@ -175,8 +175,11 @@ class AccessLog:
         if not logger.isEnabledFor(logging.INFO):
             return
         msg = f"{method} {path} {status}"
-        fields: dict[str, Any] = {"status": status, "duration_ms": round(seconds * 1000, 3)}
-        fields["endpoint"] = endpoint
+        fields: dict[str, Any] = {
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "endpoint": endpoint,
+        }
         if refusal:  # a domain error's name and detail (app/errors.py), on this one line
             fields["error"], fields["detail"] = refusal[-1]
         handler = _only_json_handler(logger)
