@@ -163,7 +163,7 @@ device-bundle: $(STAMPS)/project-$(KEY) deps-hey data ## .device/: what scripts/
 	$(call say,scripts/device_bundle.sh $(DEVICE_PYTHON) (then run scripts/device_check.sh on the GPU machine))
 	VENV=$(VENV) bash scripts/device_bundle.sh $(DEVICE_PYTHON)
 
-container-smoke: ## build the Dockerfile with podman on a debootstrapped base; seed and serve in it
+container-smoke: ## build the Dockerfile with podman on a debootstrapped base; seed, serve and train in it
 	$(call say,scripts/container_smoke.sh (podman + buildah; several minutes))
 	bash scripts/container_smoke.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make container-smoke`: build the real Dockerfile with podman on a locally made Debian base image, then
 # check the container seeds its registry volume with the shipped pretrained model and serves it: /readyz,
-# the image's HEALTHCHECK, a /generate answer, and a non-root user.
+# the image's HEALTHCHECK, a /generate answer, a short training run in the same image (compose's `trainer`)
+# that the running service follows, and a non-root user.
 #
 # No Docker engine or registry is needed: the base is `debootstrap` (Debian bookworm + python3.11 + venv)
 # imported with `podman import`; podman runs with runc, host networking and explicit ulimits (the VM's
@@ -117,6 +118,25 @@ with urllib.request.urlopen(request, timeout=30) as answer:
     assert (width, height) == (56, 56), (width, height)
     print(f"200 image/png {width}x{height}, model {answer.headers.get('X-Model-Version')}, "
           f"{answer.headers.get('X-Inference-Ms')} ms")
+EOF
+  say "trainer: the compose profile's command (python -m training, here 2 epochs, no evaluation) into the volume"
+  "${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" \
+    python -m training --no-progress --epochs 2 --no-eval 2>&1 | tail -3
+  say "the running api follows the new active version (registry poll) without a restart"
+  python3 - "$url" <<'EOF'
+import json, sys, time, urllib.request
+deadline = time.monotonic() + 60
+while True:
+    request = urllib.request.Request(sys.argv[1] + "/generate", data=json.dumps({"text": "7"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        version = answer.headers.get("X-Model-Version")
+        assert answer.status == 200, answer.status
+    if version == "v0002":
+        print("200, model v0002")
+        break
+    assert time.monotonic() < deadline, f"still serving {version} 60 s after training"
+    time.sleep(1)
 EOF
   local uid
   uid="$("${PODMAN[@]}" exec "$NAME" id -u)"
