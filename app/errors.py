@@ -30,7 +30,7 @@ from app.exceptions import (
     redact,
 )
 from app.logs import current_request_id, note_refusal
-from model.errors import CheckpointError, ModelError, RegistryError, VersionNotFoundError
+from model.errors import CheckpointError, ModelError, RegistryError, RegistryReadOnly, VersionNotFoundError
 
 log = logging.getLogger("app.errors")
 
@@ -58,6 +58,8 @@ def http_error_for(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
         return 404, detail, {}
     if isinstance(exc, CheckpointError):
         return 422, f"this model version cannot be loaded: {detail}", {}
+    if isinstance(exc, RegistryReadOnly):  # this replica cannot promote; retrying here will not help
+        return 409, detail, {}
     if isinstance(exc, (RegistryError, NotReady)):
         return 503, detail, {"Retry-After": str(RETRY_AFTER_NOT_READY_S)}
     if isinstance(exc, (Overloaded, InferenceTimeout)):

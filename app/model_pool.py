@@ -32,7 +32,10 @@ from model.registry import ACTIVE_FILE, Registry, VersionInfo
 
 log = logging.getLogger("app.model_pool")
 
-NO_ACTIVE = "no active model version in the registry yet; train and promote one"
+NO_ACTIVE = (
+    "no active model version in the registry yet: seed it with the shipped model (python -m model.shipped "
+    "--registry REGISTRY) or train one (python -m training)"
+)
 POINTER_LABEL = "(active pointer)"  # the `version` label of load failures caused by the pointer itself
 
 
@@ -181,7 +184,7 @@ class ModelPool:
         except RegistryError as exc:  # a pointer naming no version: keep serving, say why
             return self._trouble(str(exc))
         if name is None:
-            return self._trouble(NO_ACTIVE)
+            return self._trouble(self._no_active(), logged=True)  # /readyz says it; the start-up logs it
         if name == self._serving:
             self._problem = None
             return name
@@ -257,9 +260,19 @@ class ModelPool:
         log.info("loaded and warmed model version %s on %s", name, self.device)
         return engine
 
+    def _no_active(self) -> str:
+        """Why nothing is active: an empty registry, or versions none of which was promoted (then how to)."""
+        names = self.registry.version_names()
+        if not names:
+            return NO_ACTIVE
+        return (
+            f"the registry has {len(names)} version(s), the newest {names[-1]}, but none is active; promote "
+            "one: python -m model promote VERSION, or POST /admin/models/VERSION/promote"
+        )
+
     def _trouble(self, reason: str, logged: bool = False) -> str | None:
         """Remember why the target is not served (logged once per new reason); returns the served one."""
-        if reason != self._problem and not logged and reason != NO_ACTIVE:
+        if reason != self._problem and not logged:
             log.warning("cannot serve the target version, still serving %s: %s", self._serving, reason)
         self._problem = reason
         return self._serving

@@ -244,6 +244,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong admin token",
         404: "Unknown model version",
         408: "The body did not arrive within the body timeout",
+        409: "This replica cannot write the registry (a read-only mount)",
         413: "Body or image too large",
         415: "Not a supported image",
         422: "Invalid field, unreadable or blank image",

@@ -13,6 +13,10 @@ class RegistryError(ModelError):
     """The registry cannot do what was asked (no active version, a bad version name...)."""
 
 
+class RegistryReadOnly(RegistryError):
+    """The registry cannot be written from here (a read-only mount, no permission, a full disk)."""
+
+
 class VersionNotFoundError(RegistryError):
     """The requested version does not exist in the registry."""
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from model.checkpoint import Checkpoint, VersionMetadata, load_checkpoint, read_metadata
-from model.errors import CheckpointError, RegistryError, VersionNotFoundError
+from model.errors import CheckpointError, RegistryError, RegistryReadOnly, VersionNotFoundError
 
 # ASCII digits only (`\d` would take any script's digits) and a bounded length: a name is checked
 # against this before it touches the filesystem.
@@ -43,6 +43,13 @@ STAGING_PREFIX = ".staging-"
 # abandoned by its age: no single run takes this long.
 STALE_STAGING_S = 24 * 3600.0
 FILE_MODE, DIR_MODE = 0o644, 0o755
+DEFAULT_ROOT = "./registry"
+
+
+def default_registry() -> Path:
+    """The registry path the service, the training job and `python -m model` share: $CVAE_REGISTRY, else
+    ./registry."""
+    return Path(os.environ.get("CVAE_REGISTRY", DEFAULT_ROOT))
 
 
 @dataclass(frozen=True)
@@ -164,16 +171,24 @@ class Registry:
 
     # -- writing -----------------------------------------------------------------------------
     def promote(self, version: str) -> None:
-        """Make `version` the active one, atomically."""
+        """Make `version` the active one, atomically; RegistryReadOnly (pointer unchanged) when the
+        registry cannot be written from here."""
         name = self.resolve(version)
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{ACTIVE_FILE}-{uuid.uuid4().hex}"
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(name + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.root / ACTIVE_FILE)
-        _fsync_dir(self.root)
+        try:
+            with tmp.open("w", encoding="utf-8") as handle:
+                handle.write(name + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.root / ACTIVE_FILE)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # on a read-only mount even this fails
+                tmp.unlink()
+            raise RegistryReadOnly(
+                f"cannot write the active pointer of registry {self.root} ({exc.strerror or exc}); promote "
+                "where the registry is writable"
+            ) from exc
 
     def next_version_name(self) -> str:
         """The name the next published version would get."""

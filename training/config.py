@@ -4,21 +4,14 @@ config file and flags (in that order of precedence, lowest first)."""
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from model.registry import default_registry
 from training.presets import PRESETS, get_preset
 from training.recipe import Recipe, setting
-
-DEFAULT_REGISTRY = "./registry"
-
-
-def default_registry() -> Path:
-    """The registry path shared with the service: $CVAE_REGISTRY, else ./registry."""
-    return Path(os.environ.get("CVAE_REGISTRY", DEFAULT_REGISTRY))
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +18,7 @@ import pytest
 from loadtest.server import start_server
 from model.registry import Registry
 from tests.builders.metrics import scrape, value
+from tests.builders.servers import ADMIN_TOKEN, AUTH
 
 pytestmark = pytest.mark.timeout(300)
 POLL_S = 0.2
@@ -161,3 +165,44 @@ def test_sigterm_turns_readyz_503_at_once_finishes_requests_and_exits_0(
     assert isinstance(in_flight["status"], int), in_flight  # the in-flight request got its answer
     assert time.monotonic() - signalled >= DRAIN_S  # the drain delay was kept
     assert "draining" in log and "inference queue drained" in log
+
+
+@pytest.fixture
+def read_only_view(registry: Registry, tmp_path: Path) -> Iterator[Path]:
+    """The registry through a read-only bind mount, as the Kubernetes API pods mount it."""
+    view = tmp_path / "read-only"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(registry.root), str(view)], capture_output=True).returncode:
+        pytest.skip("a bind mount needs root (CAP_SYS_ADMIN) on this machine")
+    try:
+        remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True)
+        if remounted.returncode:
+            pytest.skip("a read-only remount is not allowed on this machine")
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_replica_on_a_read_only_registry_refuses_promotions_clearly_and_keeps_serving(
+    read_only_view: Path,
+) -> None:
+    with pytest.raises(OSError):
+        (read_only_view / "probe").touch()  # the mount really is read-only
+    with start_server(read_only_view, admin_token=ADMIN_TOKEN) as server:
+        url = server.base_url
+        promoted = httpx.post(url + "/admin/models/v0002/promote", headers=AUTH)
+        assert promoted.status_code == 409, promoted.text
+        detail = promoted.json()["detail"]
+        assert "cannot write the active pointer" in detail and "Read-only file system" in detail
+        assert str(read_only_view) not in detail  # paths are redacted
+        assert serves(url, "v0001")
+        answer = httpx.post(url + "/generate", json={"text": "7"})
+        assert answer.status_code == 200 and answer.headers["x-model-version"] == "v0001"
+    # the command line says the same, and exits 2
+    cli = subprocess.run(
+        [sys.executable, "-m", "model", "--registry", str(read_only_view), "promote", "v0002"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 2 and "Read-only file system" in cli.stderr
+    assert Registry(read_only_view).active_version() == "v0001"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,12 +47,24 @@ def test_an_empty_registry_serves_503_until_a_version_is_promoted(
             httpx.post(url + "/admin/models/v0001/promote", headers={"Authorization": "Bearer x"}).status_code
             == 404
         )
-        # a version published and promoted by the training job is picked up without a restart
+        # a version published without being promoted: readiness says so, and how to promote it
         source = Registry(trained_registry)
         version = source.active_version()
         assert version is not None
         shutil.copytree(source.path(version), root / version)
-        Registry(root).promote(version)
+        deadline = time.monotonic() + 10
+        while "none is active" not in (detail := httpx.get(url + "/readyz").json()["detail"]):
+            assert time.monotonic() < deadline, detail
+            time.sleep(0.05)
+        assert f"1 version(s), the newest {version}, but none is active" in detail
+        assert "python -m model promote VERSION" in detail
+        # promoted from the command line, it is picked up without a restart
+        promoted = subprocess.run(
+            [sys.executable, "-m", "model", "--registry", str(root), "promote", version],
+            capture_output=True,
+            text=True,
+        )
+        assert promoted.returncode == 0, promoted.stderr
         assert _ready_within(url, 10.0), "the registry poll did not pick the version up"
         assert httpx.post(url + "/generate", json={"text": "1"}).status_code == 200
 

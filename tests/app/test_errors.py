@@ -23,7 +23,7 @@ from app.exceptions import (
     redact,
 )
 from app.middleware import RequestMiddleware
-from model.errors import CheckpointError, ModelError, RegistryError, VersionNotFoundError
+from model.errors import CheckpointError, ModelError, RegistryError, RegistryReadOnly, VersionNotFoundError
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,7 @@ from model.errors import CheckpointError, ModelError, RegistryError, VersionNotF
         (VersionNotFoundError("unknown model version 'v9'"), 404, None),
         (CheckpointError("bad"), 422, None),
         (RegistryError("no active version"), 503, "5"),
+        (RegistryReadOnly("cannot write the active pointer"), 409, None),
         (NotReady("loading"), 503, "5"),
         (Overloaded("full"), 503, "1"),
         (InferenceTimeout("slow"), 503, "1"),

@@ -1,5 +1,6 @@
 """The registry: monotonic immutable versions, atomic publish and promote, survival of killed writers."""
 
+import errno
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from model.checkpoint import save_checkpoint
-from model.errors import CheckpointError, RegistryError, VersionNotFoundError
+from model.errors import CheckpointError, RegistryError, RegistryReadOnly, VersionNotFoundError
 from model.network import CVAE
 from model.registry import Registry
 from training.presets import preset
@@ -53,6 +54,23 @@ def test_promote_resolve_and_load(tmp_path: Path) -> None:
     with pytest.raises(VersionNotFoundError):
         registry.promote("../etc")
     assert registry.active_version() == second
+
+
+def test_a_pointer_that_cannot_be_written_is_a_clear_error_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(tmp_path)
+    first, second = _write_version(registry, 0), _write_version(registry, 1)
+    registry.promote(first)
+
+    def read_only(*args: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(RegistryReadOnly, match=r"active pointer .*\(Read-only file system\)"):
+        registry.promote(second)
+    assert registry.active_version() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["active", first, second]  # no temporary left
 
 
 def test_failed_staging_leaves_nothing_visible(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def test_seed_command_leaves_a_registry_with_versions_alone(
     assert Registry(registry).active_version() == active
 
 
-@pytest.mark.parametrize("module", ["app", "loadtest", "training", "model.shipped"])
+@pytest.mark.parametrize("module", ["app", "loadtest", "training", "model", "model.shipped"])
 def test_container_entry_points_answer_help(module: str) -> None:
     result = run_module(module, "--help")
     assert result.returncode == 0, result.stderr

@@ -24,7 +24,7 @@ K8S = REPO / "deploy" / "k8s"
 # The oldest Kubernetes the manifests are written for (preStop `sleep` is on by default from 1.30) and the
 # newest the validator knows.
 K8S_VERSIONS = ("1.31.0", "1.37.0")
-COMPONENTS = ("keda", "podmonitor", "training-cron")
+COMPONENTS = ("keda", "podmonitor", "training-cron", "admin-promote")
 RENDERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cpu": ("cpu", ()),
     "gpu": ("gpu", ()),
@@ -129,6 +129,7 @@ def test_each_overlay_and_component_adds_what_it_says() -> None:
     assert set(kinds["cpu+keda"]) == base - {"HorizontalPodAutoscaler"} | {"ScaledObject"}
     assert set(kinds["cpu+podmonitor"]) == base | {"PodMonitor"}
     assert set(kinds["cpu+training-cron"]) == base | {"CronJob"}
+    assert set(kinds["cpu+admin-promote"]) == base
     assert all(
         o["metadata"].get("namespace") == "cvae-digits"
         for o in objects("gpu+all")
@@ -280,6 +281,21 @@ def test_the_api_pod_drains_and_rolls_without_dropping(tmp_path: Path) -> None:
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
     env = {e["name"]: e for e in api["env"]}
     assert env["CVAE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "cvae-admin"
+
+
+def test_the_api_pods_mount_the_registry_read_only_unless_promotions_are_wanted() -> None:
+    def registry_mount(name: str) -> dict[str, Any]:
+        container = api_pod(name)["spec"]["containers"][0]
+        return next(m for m in container["volumeMounts"] if m["name"] == "registry")
+
+    for name in ("cpu", "gpu", "cpu+keda"):
+        assert registry_mount(name) == {"name": "registry", "mountPath": "/data/registry", "readOnly": True}
+    for name in ("cpu+admin-promote", "gpu+all"):
+        assert registry_mount(name) == {"name": "registry", "mountPath": "/data/registry", "readOnly": False}
+        other = api_pod(name)["spec"]["containers"][0]["volumeMounts"]
+        assert [m["name"] for m in other] == [
+            m["name"] for m in api_pod("cpu")["spec"]["containers"][0]["volumeMounts"]
+        ]
 
 
 def test_the_registry_is_shared_read_write_many_seeded_and_trained_into() -> None:

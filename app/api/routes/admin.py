@@ -18,7 +18,11 @@ async def load_model(version: str, service: ServiceDep) -> AdminResponse:
     return _state(service, engine.version)
 
 
-@router.post("/models/{version}/promote", response_model=AdminResponse, responses=ADMIN_ERRORS)
+@router.post(
+    "/models/{version}/promote",
+    response_model=AdminResponse,
+    responses={**ADMIN_ERRORS, **error_responses(409)},  # 409: this replica cannot write the registry
+)
 async def promote_model(version: str, service: ServiceDep) -> AdminResponse:
     """Load a version, then make it the active one; requests in flight finish on the old one."""
     engine = await service.pool.promote(version)
