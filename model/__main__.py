@@ -6,8 +6,9 @@
 `--registry` defaults to $CVAE_REGISTRY, else ./registry (as the service and the training job).
 A running service follows the active pointer within `CVAE_REGISTRY_POLL_S`, so `promote` rolls a
 fleet forward or back without the admin API, e.g. `docker compose run --rm trainer python -m model
-promote v0003` or `kubectl exec deploy/cvae-api -- python -m model promote v0003`. Exit status 2 when
-the registry, the version or its checkpoint is not usable; the active pointer is then left as it was.
+promote v0003`, or in Kubernetes from a pod that mounts the registry read-write (docs/deploy.md). Exit
+status 2 when the registry, the version or its checkpoint is not usable, or the registry cannot be
+written from here; the active pointer is then left as it was.
 """
 
 from __future__ import annotations

@@ -181,7 +181,6 @@ class Registry:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.root / ACTIVE_FILE)
-            _fsync_dir(self.root)
         except OSError as exc:
             with contextlib.suppress(OSError):  # on a read-only mount even this fails
                 tmp.unlink()
@@ -189,6 +188,7 @@ class Registry:
                 f"cannot write the active pointer of registry {self.root} ({exc.strerror or exc}); promote "
                 "where the registry is writable"
             ) from exc
+        _fsync_dir(self.root)
 
     def next_version_name(self) -> str:
         """The name the next published version would get."""
