@@ -56,8 +56,18 @@ def test_a_registry_with_versions_is_left_alone(tmp_path: Path, capsys) -> None:
     before = sorted(p.name for p in registry.root.iterdir())
     assert seed_registry(registry) is None
     assert main(["--registry", str(registry.root)]) == 0
-    assert "not added" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not added" in out and "promote" not in out
     assert sorted(p.name for p in registry.root.iterdir()) == before
+
+
+def test_versions_with_none_active_are_left_alone_with_a_hint(tmp_path: Path, capsys) -> None:
+    registry = make_random_registry(tmp_path / "registry", versions=1)
+    (registry.root / "active").unlink()
+    assert main(["--registry", str(registry.root)]) == 0
+    out = capsys.readouterr().out
+    assert "not added" in out and "python -m model promote VERSION" in out
+    assert registry.version_names() == ["v0001"] and registry.active_version() is None
 
 
 def test_a_corrupt_shipped_copy_is_refused_and_nothing_is_published(tmp_path: Path) -> None:
