@@ -2,7 +2,7 @@
 # `make container-smoke`: build the real Dockerfile with podman on a locally made Debian base image, then
 # check the container seeds its registry volume with the shipped pretrained model and serves it: /readyz,
 # the image's HEALTHCHECK, a /generate answer, a short training run in the same image (compose's `trainer`)
-# that the running service follows, and a non-root user.
+# that the running service follows, a rollback with `python -m model promote`, and a non-root user.
 #
 # No Docker engine or registry is needed: the base is `debootstrap` (Debian bookworm + python3.11 + venv)
 # imported with `podman import`; podman runs with runc, host networking and explicit ulimits (the VM's
@@ -123,7 +123,23 @@ EOF
   "${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" \
     python -m training --no-progress --epochs 2 --no-eval 2>&1 | tail -3
   say "the running api follows the new active version (registry poll) without a restart"
-  python3 - "$url" <<'EOF'
+  serves "$url" v0002
+  say "python -m model list, then promote v0001 (a rollback, as \`docker compose run --rm seed python -m model ...\`)"
+  "${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" python -m model list
+  "${RUN[@]}" --rm -v "$VOLUME:/data/registry" "$IMAGE" python -m model promote v0001
+  serves "$url" v0001
+  local uid
+  uid="$("${PODMAN[@]}" exec "$NAME" id -u)"
+  say "the service runs as uid $uid"
+  [ "$uid" != 0 ]
+  say "SIGTERM: podman stop drains and exits"
+  "${PODMAN[@]}" stop --time 30 "$NAME" >/dev/null
+  say "exit code $("${PODMAN[@]}" inspect "$NAME" --format '{{.State.ExitCode}}')"
+}
+
+# serves URL VERSION: /generate answers 200 from VERSION within 60 s (the registry poll follows the pointer).
+serves() {
+  python3 - "$1" "$2" <<'EOF'
 import json, sys, time, urllib.request
 deadline = time.monotonic() + 60
 while True:
@@ -132,19 +148,12 @@ while True:
     with urllib.request.urlopen(request, timeout=30) as answer:
         version = answer.headers.get("X-Model-Version")
         assert answer.status == 200, answer.status
-    if version == "v0002":
-        print("200, model v0002")
+    if version == sys.argv[2]:
+        print(f"200, model {version}")
         break
-    assert time.monotonic() < deadline, f"still serving {version} 60 s after training"
+    assert time.monotonic() < deadline, f"still serving {version}, not {sys.argv[2]}, after 60 s"
     time.sleep(1)
 EOF
-  local uid
-  uid="$("${PODMAN[@]}" exec "$NAME" id -u)"
-  say "the service runs as uid $uid"
-  [ "$uid" != 0 ]
-  say "SIGTERM: podman stop drains and exits"
-  "${PODMAN[@]}" stop --time 30 "$NAME" >/dev/null
-  say "exit code $("${PODMAN[@]}" inspect "$NAME" --format '{{.State.ExitCode}}')"
 }
 
 main() {
