@@ -35,7 +35,7 @@ from loadtest.prom import PromClient, PromError, scrape_config, server_command
 from loadtest.server import start_server
 from loadtest.warmup import model_version, warm_up
 from model.errors import ModelError
-from model.registry import Registry
+from model.registry import Registry, default_registry
 from model.shipped import seed_registry
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--registry",
         type=Path,
-        default=Path(os.environ.get("CVAE_REGISTRY", "registry")),
+        default=default_registry(),
         help="model registry ($CVAE_REGISTRY)",
     )
     p.add_argument(

@@ -56,11 +56,8 @@ def _row(version: VersionInfo, active: str | None) -> tuple[str, ...]:
 
 def _active(registry: Registry) -> tuple[str | None, str]:
     """The active version, and how to show it (a broken pointer is shown, not raised)."""
-    try:
-        active = registry.active_version()
-    except RegistryError as exc:
-        return None, f"none ({exc})"
-    return active, active or "none"
+    active, why = registry.active_or_why()
+    return active, active or (f"none ({why})" if why else "none")
 
 
 def list_versions(registry: Registry) -> int:

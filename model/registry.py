@@ -140,6 +140,14 @@ class Registry:
             raise RegistryError(f"the active pointer names {name[:32]!r}, which is not a version here")
         return name
 
+    def active_or_why(self) -> tuple[str | None, str | None]:
+        """(the active version, None), or (None, why the pointer names no version); (None, None) when
+        nothing was promoted yet. For reports that show a broken pointer rather than raise."""
+        try:
+            return self.active_version(), None
+        except RegistryError as exc:
+            return None, str(exc)
+
     def resolve(self, version: str | None = None) -> str:
         """The given version's name after checking it exists, or the active one when None."""
         if version is None:

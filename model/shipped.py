@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.errors import ModelError, RegistryError
+from model.errors import ModelError
 from model.registry import Registry
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained" / "mnist"
@@ -32,13 +32,6 @@ def seed_registry(registry: Registry, source: Path = PRETRAINED_DIR) -> str | No
     return version
 
 
-def _nothing_active(registry: Registry) -> bool:
-    try:
-        return registry.active_version() is None
-    except RegistryError:  # a pointer naming no version: the service says why
-        return True
-
-
 def main(argv: list[str] | None = None) -> int:
     """Seed the registry if it is empty; exit code 2 when the shipped files are missing or corrupt."""
     parser = argparse.ArgumentParser(prog="python -m model.shipped", description=__doc__.split("\n")[0])
@@ -52,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if version is None:
         print(f"registry {args.registry} already has versions; the shipped model was not added", flush=True)
-        if _nothing_active(registry):
+        if registry.active_or_why()[0] is None:  # a broken pointer: the service says why
             print(
                 "none of them is active, so a service will not be ready: python -m model list shows them, "
                 "python -m model promote VERSION makes one active",
