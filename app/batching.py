@@ -116,6 +116,10 @@ class CostModel:
         else:
             self._follow("job_s", max(0.0, seconds - pixels * self.pixel_s))
 
+    def rates(self) -> tuple[float, ...]:
+        """The rates in RATES order: seconds a job, a row, a pixel."""
+        return tuple(getattr(self, rate) for rate in RATES)
+
     def adopt(self, rounds: list[CostModel]) -> None:
         """Each rate from the fastest of calibration `rounds` that measured it, taken as measured: a busy
         moment only slows a round down, and the first round also pays one-off costs (allocations)."""

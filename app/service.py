@@ -101,8 +101,7 @@ class Service:
 
     async def _calibrate(self) -> None:
         """Admission estimates from this machine's speed (a failure leaves the estimates as they were)."""
-        cost = self.batcher.cost
-        before = (cost.job_s, cost.row_s, cost.pixel_s)
+        before = self.batcher.cost.rates()
         try:
             kept = await self.inference.calibrate()
         except Exception as exc:  # noqa: BLE001 - serving matters more than the estimates
@@ -110,7 +109,7 @@ class Service:
             return
         if not kept:
             return
-        after = (cost.job_s, cost.row_s, cost.pixel_s)
+        after = self.batcher.cost.rates()
         # Info when a large job's rates moved 2x (a start measured on a busy machine, corrected); a
         # request's fixed part (a fraction of a millisecond) moves that much with the machine's noise.
         moved = any(new > 2 * old or old > 2 * new for old, new in zip(before[1:], after[1:], strict=True))
