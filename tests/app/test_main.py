@@ -15,6 +15,7 @@ import pytest
 
 from app import service as service_module
 from app.api.routes import web
+from app.batching import RATES
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
@@ -88,9 +89,6 @@ def test_startup_keeps_what_it_built_out_of_full_garbage_collections(random_regi
     assert frozen > 10_000  # the imports and the model, not a handful of objects
 
 
-RATES = {"job_s", "row_s", "pixel_s"}
-
-
 async def _until(check: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -112,7 +110,7 @@ def test_a_server_started_on_an_empty_registry_measures_its_estimates_once_a_ver
         try:
             assert service.pool.serving is None and service.batcher.cost._seen == set()
             make_random_registry(tmp_path / "registry")
-            assert await _until(lambda: service.batcher.cost._seen == RATES, 8)
+            assert await _until(lambda: service.batcher.cost._seen == set(RATES), 8)
             assert service.pool.serving == "v0001"
         finally:
             await service.stop()
