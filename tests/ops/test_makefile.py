@@ -1,4 +1,4 @@
-"""The Makefile's install order and idempotence, and .ci/run running exactly `make test`."""
+"""The Makefile's install order (the locks) and idempotence, and .ci/run running exactly `make test`."""
 
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ def test_serve_installs_torch_first_then_seeds_if_empty_then_serves(tmp_path: Pa
     lines = dry_run("serve", tmp_path / "venv")
     steps = [
         index(lines, "-m venv"),
-        index(lines, 'install --quiet "torch==2.13.0"'),
-        index(lines, "install --quiet -e ."),
+        index(lines, "install --quiet -c requirements/service.txt -r requirements/torch.txt"),
+        index(lines, "install --quiet --no-deps -r requirements/service.txt"),
+        index(lines, "install --quiet --no-deps --no-build-isolation -e ."),
+        index(lines, "pip-version-check check"),
         index(lines, "-m model.shipped --registry"),
         index(lines, "-m app"),
     ]
@@ -52,9 +54,11 @@ def test_train_trains_a_new_version_from_the_bundled_sample(tmp_path: Path) -> N
     assert "--if-empty" not in train and "--data" not in train and "--preset" not in train
 
 
-def test_test_target_installs_test_extras_after_torch_and_runs_all_tests(tmp_path: Path) -> None:
+def test_test_target_installs_the_dev_lock_after_torch_and_runs_all_tests(tmp_path: Path) -> None:
     lines = dry_run("test", tmp_path / "venv")
-    assert index(lines, '"torch==2.13.0"') < index(lines, '-e ".[test]"') < index(lines, "-m pytest tests")
+    torch = index(lines, "-c requirements/dev.txt -r requirements/torch.txt")
+    lock = index(lines, "--no-deps -r requirements/dev.txt")
+    assert torch < lock < index(lines, "pip-version-check check") < index(lines, "-m pytest tests")
     lint = [index(lines, fragment) for fragment in ("-m ruff check .", "-m ruff format --check .", "-m mypy")]
     assert max(lint) < index(lines, "-m pytest tests")  # lint runs on every `make test`, before the suite
     assert any("chromium" in line for line in lines) and any("prometheus" in line for line in lines)
@@ -66,19 +70,18 @@ def test_loadtest_target_passes_duration_and_users(tmp_path: Path) -> None:
     assert '-m loadtest --duration "20" --users "8"' in lines[-1]
 
 
-def test_installs_are_stamped_and_keyed_on_pyproject(tmp_path: Path) -> None:
+def test_installs_are_stamped_and_keyed_on_pyproject_and_the_locks(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     stamps = venv / ".stamps"
     stamps.mkdir()
-    key = subprocess.run(
-        ["cksum", str(REPO / "pyproject.toml")], capture_output=True, text=True, check=True
-    ).stdout.split()[0]
-    (stamps / "torch-2.13.0").touch()
-    (stamps / "project-stale").touch()
-    assert make("-q", "install", venv=venv).returncode == 1, "a changed pyproject.toml reinstalls"
-    (stamps / f"project-{key}").touch()
+    files = [REPO / "pyproject.toml", *sorted((REPO / "requirements").glob("*.txt"))]
+    joined = b"".join(path.read_bytes() for path in files)
+    key = subprocess.run(["cksum"], input=joined, capture_output=True, check=True).stdout.split()[0].decode()
+    (stamps / "service-stale").touch()
+    assert make("-q", "install", venv=venv).returncode == 1, "a changed pyproject.toml or lock reinstalls"
+    (stamps / f"service-{key}").touch()
     assert make("-q", "install", venv=venv).returncode == 0, "nothing to do when the stamps are current"
 
 
